@@ -1,0 +1,90 @@
+//! The one response body type that every layer of the relay produces.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// A boxed, type-erased error, as tower and hyper use.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body of every relay service.
+///
+/// One concrete type lets layers stack without nesting generic body wrappers,
+/// and lets a rejection (a JSON error) and an upstream stream share a
+/// response type. Frames pass through untouched: boxing costs one allocation
+/// per response, not per frame.
+///
+/// # Examples
+///
+/// ```
+/// use http_body_util::BodyExt;
+/// use tower_llm_relay::RelayBody;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let body = RelayBody::full("hello");
+/// let bytes = body.collect().await.unwrap().to_bytes();
+/// assert_eq!(&bytes[..], b"hello");
+/// # }
+/// ```
+pub struct RelayBody {
+    inner: UnsyncBoxBody<Bytes, BoxError>,
+}
+
+impl RelayBody {
+    /// Wraps any body whose frames are [`Bytes`].
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            inner: body.map_err(Into::into).boxed_unsync(),
+        }
+    }
+
+    /// A body of one frame.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::new(Full::new(bytes.into()))
+    }
+
+    /// A body with no data.
+    pub fn empty() -> Self {
+        Self::new(Empty::<Bytes>::new())
+    }
+}
+
+impl Default for RelayBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl std::fmt::Debug for RelayBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for RelayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

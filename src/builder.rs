@@ -1,0 +1,260 @@
+//! Composes the default relay stack, and adds one method per layer to
+//! [`tower::ServiceBuilder`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::layer::util::Stack;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceBuilder;
+
+use crate::auth::AuthLayer;
+use crate::beta_header::BetaHeaderLayer;
+use crate::body::{BoxError, RelayBody};
+use crate::body_limit::{BodyLimitLayer, DEFAULT_BODY_LIMIT};
+use crate::credentials::CredentialsLayer;
+use crate::error_response::ErrorResponseLayer;
+use crate::header_whitelist::HeaderWhitelistLayer;
+use crate::list_models::ListModelsLayer;
+use crate::model_map::ModelMapLayer;
+use crate::parse::ParseRequestLayer;
+use crate::principal::ClientKeys;
+use crate::request_id::RequestIdLayer;
+use crate::select::{AccountPool, AccountSelectLayer};
+use crate::upstream::{Upstream, UpstreamConfig};
+
+/// The relay as one service: any request body in, a [`RelayBody`] out,
+/// never an error (errors are answered in the API's format).
+pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, Infallible>;
+
+/// Builds the default relay stack.
+///
+/// The request passes, in order: request id, error answers, body limit,
+/// auth, `GET /v1/models`, parsing, account selection, model mapping,
+/// header allow-list, `anthropic-beta`, credentials, upstream.
+///
+/// # Examples
+///
+/// ```
+/// use http::{Request, StatusCode};
+/// use http_body_util::Full;
+/// use bytes::Bytes;
+/// use secrecy::SecretString;
+/// use tower::ServiceExt;
+/// use tower_llm_relay::{Account, AccountPool, ClientKeys, Credentials, Platform, Principal, RelayBuilder};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut keys = ClientKeys::new();
+/// keys.insert(SecretString::from("sk-relay-alice"), Principal::new("alice"));
+/// let accounts = AccountPool::new([Account::builder(
+///     "claude-1",
+///     Platform::Anthropic,
+///     Credentials::ApiKey(SecretString::from("sk-ant-…")),
+/// )
+/// .build()]);
+/// let relay = RelayBuilder::new().keys(keys).accounts(accounts).build::<Full<Bytes>>();
+///
+/// // No key: refused before anything goes upstream.
+/// let req = Request::post("/v1/messages").body(Full::new(Bytes::from("{}"))).unwrap();
+/// let response = relay.oneshot(req).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+/// assert!(response.headers().contains_key("x-relay-request-id"));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RelayBuilder {
+    keys: Arc<ClientKeys>,
+    pool: AccountPool,
+    body_limit: usize,
+    upstream: UpstreamConfig,
+    beta_header: BetaHeaderLayer,
+    header_whitelist: HeaderWhitelistLayer,
+}
+
+impl Default for RelayBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RelayBuilder {
+    /// No keys, no accounts, default limits.
+    pub fn new() -> Self {
+        Self {
+            keys: Arc::new(ClientKeys::new()),
+            pool: AccountPool::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            upstream: UpstreamConfig::default(),
+            beta_header: BetaHeaderLayer::new(),
+            header_whitelist: HeaderWhitelistLayer::new(),
+        }
+    }
+
+    /// The client keys accepted.
+    pub fn keys(mut self, keys: ClientKeys) -> Self {
+        self.keys = Arc::new(keys);
+        self
+    }
+
+    /// The upstream accounts.
+    pub fn accounts(mut self, pool: AccountPool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// The request body limit in bytes (default 32 MiB).
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+
+    /// The upstream client's timeouts and pool.
+    pub fn upstream_config(mut self, config: UpstreamConfig) -> Self {
+        self.upstream = config;
+        self
+    }
+
+    /// The `anthropic-beta` rules.
+    pub fn beta_header(mut self, layer: BetaHeaderLayer) -> Self {
+        self.beta_header = layer;
+        self
+    }
+
+    /// The request header allow-lists.
+    pub fn header_whitelist(mut self, layer: HeaderWhitelistLayer) -> Self {
+        self.header_whitelist = layer;
+        self
+    }
+
+    /// The account pool in use.
+    pub fn pool(&self) -> &AccountPool {
+        &self.pool
+    }
+
+    /// The relay service for request bodies of type `B`.
+    pub fn build<B>(self) -> RelayService<B>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let upstream = Upstream::with_config(self.upstream);
+        let service = ServiceBuilder::new()
+            .relay_request_id()
+            .relay_error_response()
+            .relay_body_limit(self.body_limit)
+            .relay_auth(self.keys)
+            .relay_list_models(self.pool.clone())
+            .relay_parse_request()
+            .relay_account_select(self.pool)
+            .relay_model_map()
+            .layer(self.header_whitelist)
+            .layer(self.beta_header)
+            .relay_credentials()
+            .service(upstream);
+        BoxCloneSyncService::new(service)
+    }
+}
+
+/// One method per relay layer on [`tower::ServiceBuilder`], as tower-http's
+/// `ServiceBuilderExt` does.
+///
+/// # Examples
+///
+/// ```
+/// use tower::ServiceBuilder;
+/// use tower_llm_relay::ServiceBuilderExt;
+///
+/// let layers = ServiceBuilder::new()
+///     .relay_request_id()
+///     .relay_error_response()
+///     .relay_body_limit(1024)
+///     .relay_parse_request();
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed {
+    /// See [`crate::request_id`].
+    fn relay_request_id(self) -> ServiceBuilder<Stack<RequestIdLayer, L>>;
+    /// See [`crate::error_response`].
+    fn relay_error_response(self) -> ServiceBuilder<Stack<ErrorResponseLayer, L>>;
+    /// See [`crate::body_limit`].
+    fn relay_body_limit(self, limit: usize) -> ServiceBuilder<Stack<BodyLimitLayer, L>>;
+    /// See [`crate::auth`].
+    fn relay_auth(self, keys: Arc<ClientKeys>) -> ServiceBuilder<Stack<AuthLayer, L>>;
+    /// See [`crate::list_models`].
+    fn relay_list_models(self, pool: AccountPool) -> ServiceBuilder<Stack<ListModelsLayer, L>>;
+    /// See [`crate::parse`].
+    fn relay_parse_request(self) -> ServiceBuilder<Stack<ParseRequestLayer, L>>;
+    /// See [`crate::select`].
+    fn relay_account_select(self, pool: AccountPool)
+        -> ServiceBuilder<Stack<AccountSelectLayer, L>>;
+    /// See [`crate::model_map`].
+    fn relay_model_map(self) -> ServiceBuilder<Stack<ModelMapLayer, L>>;
+    /// See [`crate::header_whitelist`].
+    fn relay_header_whitelist(self) -> ServiceBuilder<Stack<HeaderWhitelistLayer, L>>;
+    /// See [`crate::beta_header`].
+    fn relay_beta_header(self) -> ServiceBuilder<Stack<BetaHeaderLayer, L>>;
+    /// See [`crate::credentials`].
+    fn relay_credentials(self) -> ServiceBuilder<Stack<CredentialsLayer, L>>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn relay_request_id(self) -> ServiceBuilder<Stack<RequestIdLayer, L>> {
+        self.layer(RequestIdLayer::new())
+    }
+
+    fn relay_error_response(self) -> ServiceBuilder<Stack<ErrorResponseLayer, L>> {
+        self.layer(ErrorResponseLayer::new())
+    }
+
+    fn relay_body_limit(self, limit: usize) -> ServiceBuilder<Stack<BodyLimitLayer, L>> {
+        self.layer(BodyLimitLayer::new(limit))
+    }
+
+    fn relay_auth(self, keys: Arc<ClientKeys>) -> ServiceBuilder<Stack<AuthLayer, L>> {
+        self.layer(AuthLayer::new(keys))
+    }
+
+    fn relay_list_models(self, pool: AccountPool) -> ServiceBuilder<Stack<ListModelsLayer, L>> {
+        self.layer(ListModelsLayer::new(pool))
+    }
+
+    fn relay_parse_request(self) -> ServiceBuilder<Stack<ParseRequestLayer, L>> {
+        self.layer(ParseRequestLayer::new())
+    }
+
+    fn relay_account_select(
+        self,
+        pool: AccountPool,
+    ) -> ServiceBuilder<Stack<AccountSelectLayer, L>> {
+        self.layer(AccountSelectLayer::new(pool))
+    }
+
+    fn relay_model_map(self) -> ServiceBuilder<Stack<ModelMapLayer, L>> {
+        self.layer(ModelMapLayer::new())
+    }
+
+    fn relay_header_whitelist(self) -> ServiceBuilder<Stack<HeaderWhitelistLayer, L>> {
+        self.layer(HeaderWhitelistLayer::new())
+    }
+
+    fn relay_beta_header(self) -> ServiceBuilder<Stack<BetaHeaderLayer, L>> {
+        self.layer(BetaHeaderLayer::new())
+    }
+
+    fn relay_credentials(self) -> ServiceBuilder<Stack<CredentialsLayer, L>> {
+        self.layer(CredentialsLayer::new())
+    }
+}
+
+/// Keeps `Bytes` in the public signature list of this module: the inner
+/// stack speaks `Request<Bytes>`.
+#[allow(dead_code)]
+type InnerRequest = Request<Bytes>;

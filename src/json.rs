@@ -1,0 +1,182 @@
+//! Byte-level JSON helpers for the few edits the relay makes to bodies it
+//! otherwise forwards untouched.
+//!
+//! Hand-written because no JSON crate reports where a value sits in its
+//! input; re-serializing a whole 20 KB conversation to change one string
+//! would cost far more than this scan.
+
+use std::ops::Range;
+
+use memchr::memmem;
+
+/// The byte range of the value of `key` in the top-level object of `json`.
+/// `json` must be valid JSON (the caller parsed it already).
+pub(crate) fn top_level_value_span(json: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    // At depth 1, strings alternate key, value: a key is a string that
+    // follows `{` or `,`.
+    let mut expect_key = false;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let end = string_end(json, i)?;
+                if depth == 1 && expect_key {
+                    let is_key = &json[i + 1..end - 1] == key.as_bytes();
+                    if is_key {
+                        let colon = end + skip_ws(&json[end..]);
+                        if json.get(colon) != Some(&b':') {
+                            return None;
+                        }
+                        let start = colon + 1 + skip_ws(&json[colon + 1..]);
+                        return Some(start..value_end(json, start)?);
+                    }
+                    expect_key = false;
+                }
+                i = end;
+                continue;
+            }
+            b'{' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The index just past the string starting at `start` (a `"`).
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[at] == b'\\' {
+            i = at + 2;
+        } else {
+            return Some(at + 1);
+        }
+    }
+}
+
+fn skip_ws(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
+}
+
+/// The index just past the value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < json.len() {
+                match json[i] {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => Some(
+            start
+                + json[start..]
+                    .iter()
+                    .take_while(|b| !matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                    .count(),
+        ),
+    }
+}
+
+/// Replaces the top-level string value of `key` with `value`, returning the
+/// new document, or `None` when there is no such key.
+pub(crate) fn replace_top_level_string(json: &[u8], key: &str, value: &str) -> Option<Vec<u8>> {
+    let span = top_level_value_span(json, key)?;
+    let encoded = serde_json::to_string(value).ok()?;
+    let mut out = Vec::with_capacity(json.len() + encoded.len());
+    out.extend_from_slice(&json[..span.start]);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(&json[span.end..]);
+    Some(out)
+}
+
+/// Finds the first `"model"` member whose value is exactly the JSON string
+/// `from` (already encoded, quotes included), for rewriting a model name in
+/// an upstream answer. Returns the value's span.
+///
+/// An unescaped `"model"` followed by `:` can only be an object key: inside
+/// a JSON string the quotes would be escaped. Upstream answers put the
+/// top-level `model` before any content, so the first match is the one.
+pub(crate) fn find_model_value(json: &[u8], from: &[u8]) -> Option<Range<usize>> {
+    let finder = memmem::Finder::new(b"\"model\"");
+    let mut offset = 0;
+    while let Some(at) = finder.find(&json[offset..]) {
+        let after_key = offset + at + 7;
+        let colon = after_key + skip_ws(&json[after_key..]);
+        if json.get(colon) == Some(&b':') {
+            let start = colon + 1 + skip_ws(&json[colon + 1..]);
+            if json[start..].starts_with(from) {
+                return Some(start..start + from.len());
+            }
+        }
+        offset = after_key;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_only_the_top_level_key() {
+        let doc = br#"{"messages":[{"model":"inner","content":"\"model\": x"}], "model" : "top", "z":1}"#;
+        let span = top_level_value_span(doc, "model").unwrap();
+        assert_eq!(&doc[span], br#""top""#);
+        assert!(top_level_value_span(br#"{"a":{"model":"x"}}"#, "model").is_none());
+    }
+
+    #[test]
+    fn value_ends_for_every_kind() {
+        let doc = br#"{"a":[1,{"b":"]"}],"b":{"c":"}"},"c":12.5e3,"d":true,"e":"s\"q"}"#;
+        let get = |k| &doc[top_level_value_span(doc, k).unwrap()];
+        assert_eq!(get("a"), br#"[1,{"b":"]"}]"#);
+        assert_eq!(get("b"), br#"{"c":"}"}"#);
+        assert_eq!(get("c"), b"12.5e3");
+        assert_eq!(get("d"), b"true");
+        assert_eq!(get("e"), br#""s\"q""#);
+    }
+
+    #[test]
+    fn replaces_the_model_and_keeps_the_rest() {
+        let doc = br#"{"stream":true,"model":"a","messages":[]}"#;
+        let out = replace_top_level_string(doc, "model", "b\"c").unwrap();
+        assert_eq!(out, br#"{"stream":true,"model":"b\"c","messages":[]}"#);
+    }
+
+    #[test]
+    fn finds_model_values_with_spaces_and_skips_other_values() {
+        let doc = br#"{"x":{"model":"other"},"model": "m1"}"#;
+        let span = find_model_value(doc, br#""m1""#).unwrap();
+        assert_eq!(&doc[span], br#""m1""#);
+        assert!(find_model_value(br#"{"text":"\"model\":\"m1\""}"#, br#""m1""#).is_none());
+    }
+}

@@ -1,0 +1,96 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{header, HeaderName, Response};
+use hyper_util::client::legacy;
+use pin_project_lite::pin_project;
+use tokio::time::Timeout;
+
+use crate::account::AccountId;
+use crate::body::RelayBody;
+use crate::error::{RelayError, UpstreamError, UpstreamErrorKind};
+
+/// Response headers that belong to the upstream hop or account.
+const DROPPED_RESPONSE_HEADERS: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::SET_COOKIE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("anthropic-organization-id"),
+];
+
+pin_project! {
+    /// Response future of [`Upstream`](super::Upstream).
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Waiting {
+            #[pin]
+            future: Timeout<legacy::ResponseFuture>,
+            account: AccountId,
+        },
+        Failed {
+            error: Option<UpstreamError>,
+        },
+    }
+}
+
+impl ResponseFuture {
+    pub(super) fn new(future: legacy::ResponseFuture, timeout: Duration, account: AccountId) -> Self {
+        Self {
+            state: State::Waiting {
+                future: tokio::time::timeout(timeout, future),
+                account,
+            },
+        }
+    }
+
+    pub(super) fn failed(error: UpstreamError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<RelayBody>, RelayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Waiting { future, account } => {
+                let error = |kind, source: Option<crate::BoxError>| {
+                    Err(RelayError::from(UpstreamError::new(kind, account.clone(), source)))
+                };
+                Poll::Ready(match ready!(future.poll(cx)) {
+                    Ok(Ok(response)) => {
+                        let (mut parts, body) = response.into_parts();
+                        for name in &DROPPED_RESPONSE_HEADERS {
+                            parts.headers.remove(name);
+                        }
+                        parts.headers.remove("openai-organization");
+                        Ok(Response::from_parts(parts, RelayBody::new(body)))
+                    }
+                    Ok(Err(e)) if e.is_connect() => error(UpstreamErrorKind::Connect, Some(e.into())),
+                    Ok(Err(e)) => error(UpstreamErrorKind::Io, Some(e.into())),
+                    Err(elapsed) => error(UpstreamErrorKind::Timeout, Some(elapsed.into())),
+                })
+            }
+            StateProj::Failed { error } => Poll::Ready(match error.take() {
+                Some(e) => Err(e.into()),
+                None => Err(RelayError::NotFound),
+            }),
+        }
+    }
+}
