@@ -218,7 +218,9 @@ mod tests {
         assert!(text.contains(r#"{"message":{"model":"client","content":[]}}"#), "{text}");
         // After the first rewrite the stream is forwarded untouched.
         assert!(text.contains(r#"data: {"model":"up-1"}"#), "{text}");
-        assert_eq!(frames.len(), 2);
+        // Complete lines go out at once; only the partial line waited.
+        assert_eq!(frames.len(), 3);
+        assert_eq!(&frames[0][..], b"event: message_start\n");
     }
 
     #[tokio::test]

@@ -1,0 +1,166 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn error(toml: &str) -> String {
+    match Config::from_toml(toml, "relay.toml", no_env) {
+        Ok(_) => panic!("expected an error for {toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const FULL: &str = r#"
+listen = "127.0.0.1:9090"
+body_limit_bytes = 1000
+admin_key = "sk-relay-admin"
+max_connections = 10
+header_limit_bytes = 4096
+idle_timeout_secs = 5
+listen_backlog = 64
+
+[state]
+backend = "memory"
+on_error = "fail_closed"
+timeout_ms = 150
+
+[scheduling]
+sticky_ttl_secs = 60
+failover_on_400 = true
+anthropic_policy = "scored_top_k"
+score_weights = { priority = 2.0, load = 1.0, queue = 0.5, error_rate = 0.8, ttft = 0.1 }
+session_header = "x-session-id"
+
+[[keys]]
+key = "sk-relay-alice"
+name = "alice"
+group = "team"
+models = ["claude-*"]
+rpm = 10
+concurrency = 2
+
+[[accounts]]
+id = "claude-max-1"
+platform = "anthropic"
+type = "oauth"
+group = "team"
+base_url = "http://127.0.0.1:9999"
+access_token = "sk-ant-oat-secret"
+refresh_token = "sk-ant-ort-secret"
+expires_at = 1767225600
+token_url = "http://127.0.0.1:9999/v1/oauth/token"
+priority = 2
+concurrency = 3
+model_mapping = { "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }
+proxy = "http://127.0.0.1:3128"
+
+[[accounts]]
+id = "openai-1"
+platform = "openai"
+type = "api_key"
+api_key = "sk-openai-secret"
+
+[[accounts]]
+id = "bedrock-1"
+platform = "anthropic"
+type = "bedrock"
+aws_region = "us-east-1"
+aws_access_key_id = "AKIDEXAMPLE"
+aws_secret_access_key = "secret"
+"#;
+
+#[test]
+fn full_example_parses_with_every_field() {
+    let config = Config::from_toml(FULL, "relay.toml", no_env).unwrap();
+    assert_eq!(config.listen.port(), 9090);
+    assert_eq!(config.body_limit_bytes, 1000);
+    assert_eq!(config.max_connections, 10);
+    assert_eq!(config.state.on_error, OnStateError::FailClosed);
+    assert_eq!(config.scheduling.sticky_ttl, Duration::from_secs(60));
+    assert_eq!(config.scheduling.anthropic_policy, SelectionPolicy::ScoredTopK);
+    assert_eq!(config.scheduling.score_weights.priority, 2.0);
+    assert_eq!(config.keys.len(), 1);
+    let alice = config.keys.find("sk-relay-alice").unwrap();
+    assert_eq!(alice.group_name(), "team");
+    assert!(!alice.may_use("gpt-4o"));
+    let accounts = config.accounts.accounts();
+    assert_eq!(accounts.len(), 3);
+    // Sorted by priority: the priority-2 OAuth account comes last.
+    assert_eq!(accounts[2].id().as_str(), "claude-max-1");
+    assert_eq!(accounts[2].base_url(), "http://127.0.0.1:9999");
+    assert_eq!(accounts[2].proxy(), Some("http://127.0.0.1:3128"));
+    assert_eq!(accounts[2].upstream_model("claude-sonnet-4-5"), "claude-sonnet-4-5-20250929");
+    assert_eq!(accounts.iter().find(|a| a.id().as_str() == "bedrock-1").map(|a| a.base_url()),
+        Some("https://bedrock-runtime.us-east-1.amazonaws.com"));
+}
+
+#[test]
+fn debug_output_holds_no_secret() {
+    let config = Config::from_toml(FULL, "relay.toml", no_env).unwrap();
+    let debug = format!("{config:?}");
+    for secret in ["sk-relay-alice", "sk-ant-oat-secret", "sk-ant-ort-secret", "sk-openai-secret", "AKIDEXAMPLE", "sk-relay-admin"] {
+        assert!(!debug.contains(secret), "{secret} leaked into Debug");
+    }
+}
+
+#[test]
+fn env_credentials_resolve() {
+    let toml = r#"
+        [[keys]]
+        key_env = "K"
+        name = "k"
+        [[accounts]]
+        id = "a"
+        platform = "openai"
+        type = "api_key"
+        api_key_env = "A"
+    "#;
+    let env = |n: &str| match n {
+        "K" => Some("client".to_owned()),
+        "A" => Some("upstream".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_toml(toml, "relay.toml", env).unwrap();
+    assert!(config.keys.find("client").is_some());
+}
+
+#[test]
+fn errors_name_the_file_and_the_field() {
+    let cases = [
+        ("listen = \"nowhere\"", "listen"),
+        ("lisen = \"127.0.0.1:1\"", "lisen"),
+        ("[[keys]]\nname = \"a\"", "keys[0].key"),
+        ("[[keys]]\nkey = \"k\"", "keys[0].name"),
+        ("[[keys]]\nkey = \"k\"\nname = \"a\"\n[[keys]]\nkey = \"k\"\nname = \"b\"", "keys[1].key"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"", "accounts[0].api_key"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"gemini\"\ntype = \"api_key\"", "accounts[0].platform"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"openai\"\ntype = \"oauth\"\naccess_token = \"t\"", "accounts[0].type"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"\nbase_url = \"ftp://x\"", "accounts[0].base_url"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"\nbase_url = \"https://x/v1\"", "accounts[0].base_url"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"\napi_key_env = \"X\"", "accounts[0].api_key"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key_env = \"MISSING\"", "accounts[0].api_key_env"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"\n[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"", "accounts[1].id"),
+        ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"bedrock\"\naws_access_key_id = \"k\"\naws_secret_access_key = \"s\"", "accounts[0].aws_region"),
+        ("[state]\nbackend = \"etcd\"", "state.backend"),
+        ("[scheduling]\nanthropic_policy = \"random\"", "scheduling.anthropic_policy"),
+        ("body_limit_bytes = 0", "body_limit_bytes"),
+    ];
+    for (toml, field) in cases {
+        let message = error(toml);
+        assert!(message.starts_with("relay.toml: "), "{message}");
+        assert!(message.contains(field), "`{field}` not named in: {message}");
+    }
+}
+
+#[test]
+fn syntax_errors_give_the_line() {
+    let message = error("listen = \n[[keys]");
+    assert!(message.contains("line"), "{message}");
+}
+
+#[test]
+fn secrets_do_not_appear_in_errors() {
+    let toml = "[[accounts]]\nid = \"a\"\nplatform = \"openai\"\ntype = \"oauth\"\naccess_token = \"sk-very-secret\"";
+    assert!(!error(toml).contains("sk-very-secret"));
+}
