@@ -155,7 +155,11 @@ impl Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials::{}([REDACTED])", self.account_type().as_str())
+        write!(
+            f,
+            "Credentials::{}([REDACTED])",
+            self.account_type().as_str()
+        )
     }
 }
 

@@ -188,8 +188,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// See [`crate::parse`].
     fn relay_parse_request(self) -> ServiceBuilder<Stack<ParseRequestLayer, L>>;
     /// See [`crate::select`].
-    fn relay_account_select(self, pool: AccountPool)
-        -> ServiceBuilder<Stack<AccountSelectLayer, L>>;
+    fn relay_account_select(
+        self,
+        pool: AccountPool,
+    ) -> ServiceBuilder<Stack<AccountSelectLayer, L>>;
     /// See [`crate::model_map`].
     fn relay_model_map(self) -> ServiceBuilder<Stack<ModelMapLayer, L>>;
     /// See [`crate::header_whitelist`].

@@ -288,7 +288,9 @@ mod tests {
         let body = json(response).await;
         assert_eq!(body["type"], "error");
         assert_eq!(body["error"]["type"], "request_too_large");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("10")));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("10")));
     }
 
     #[tokio::test]

@@ -129,7 +129,11 @@ mod tests {
             ("claude-*", "gpt-4o", false),
         ];
         for (pattern, name, want) in cases {
-            assert_eq!(ModelGlob::new(pattern).matches(name), want, "{pattern} ~ {name}");
+            assert_eq!(
+                ModelGlob::new(pattern).matches(name),
+                want,
+                "{pattern} ~ {name}"
+            );
         }
     }
 }

@@ -148,7 +148,8 @@ mod tests {
 
     #[test]
     fn finds_only_the_top_level_key() {
-        let doc = br#"{"messages":[{"model":"inner","content":"\"model\": x"}], "model" : "top", "z":1}"#;
+        let doc =
+            br#"{"messages":[{"model":"inner","content":"\"model\": x"}], "model" : "top", "z":1}"#;
         let span = top_level_value_span(doc, "model").unwrap();
         assert_eq!(&doc[span], br#""top""#);
         assert!(top_level_value_span(br#"{"a":{"model":"x"}}"#, "model").is_none());

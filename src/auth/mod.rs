@@ -44,9 +44,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::RelayBody;
-use crate::future::RejectOr;
 use crate::endpoint::ApiFormat;
 use crate::error::RelayError;
+use crate::future::RejectOr;
 use crate::principal::{ClientKeys, Principal};
 
 /// The header Anthropic clients send their key in.
@@ -133,9 +133,7 @@ fn presented_key(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 impl<S> Service<Request<Bytes>> for Auth<S>
@@ -172,7 +170,12 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
             .collect()
     }
 
@@ -184,8 +187,14 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_other_schemes_are_invalid() {
-        assert_eq!(presented_key(&headers(&[("authorization", "bearer k2")])), Some(Ok("k2")));
-        assert_eq!(presented_key(&headers(&[("authorization", "Basic abc")])), Some(Err(())));
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "bearer k2")])),
+            Some(Ok("k2"))
+        );
+        assert_eq!(
+            presented_key(&headers(&[("authorization", "Basic abc")])),
+            Some(Err(()))
+        );
         assert_eq!(presented_key(&headers(&[])), None);
     }
 }

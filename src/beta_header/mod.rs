@@ -259,7 +259,11 @@ mod tests {
             ("claude-haiku-4-5", Some("x"), "oauth-2025-04-20,x"),
         ];
         for (model, client, want) in cases {
-            assert_eq!(layer.subscription_flags(model, client), want, "{model} {client:?}");
+            assert_eq!(
+                layer.subscription_flags(model, client),
+                want,
+                "{model} {client:?}"
+            );
         }
     }
 

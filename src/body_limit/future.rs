@@ -101,7 +101,9 @@ where
                 } => {
                     let collected = ready!(collect.poll(cx));
                     let (Some(parts), Some(mut inner)) = (parts.take(), inner.take()) else {
-                        return Poll::Ready(Err(RelayError::BodyRead("polled after completion".into())));
+                        return Poll::Ready(Err(RelayError::BodyRead(
+                            "polled after completion".into(),
+                        )));
                     };
                     let body = match collected {
                         Ok(collected) => collected.to_bytes(),
@@ -120,9 +122,11 @@ where
                 }
                 StateProj::Calling { future } => return future.poll(cx),
                 StateProj::Rejected { response } => {
-                    return Poll::Ready(response.take().ok_or_else(|| {
-                        RelayError::BodyRead("polled after completion".into())
-                    }));
+                    return Poll::Ready(
+                        response
+                            .take()
+                            .ok_or_else(|| RelayError::BodyRead("polled after completion".into())),
+                    );
                 }
             }
         }

@@ -236,9 +236,8 @@ impl Config {
         origin: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError::new(origin, "", e.to_string().trim_end().to_owned())
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::new(origin, "", e.to_string().trim_end().to_owned()))?;
         Check { origin, env: &env }.config(raw)
     }
 
@@ -312,32 +311,39 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
         inline: Option<SecretString>,
         env_name: Option<&String>,
     ) -> Result<SecretString, ConfigError> {
-        self.secret(at, field, inline, env_name)?.ok_or_else(|| {
-            self.err(
-                join(at, field),
-                format!("is required (or `{field}_env`)"),
-            )
-        })
+        self.secret(at, field, inline, env_name)?
+            .ok_or_else(|| self.err(join(at, field), format!("is required (or `{field}_env`)")))
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
-        let listen = listen
-            .parse::<SocketAddr>()
-            .map_err(|_| self.err("listen", format!("`{listen}` is not an IP address and port")))?;
+        let listen = listen.parse::<SocketAddr>().map_err(|_| {
+            self.err(
+                "listen",
+                format!("`{listen}` is not an IP address and port"),
+            )
+        })?;
         let positive = |field: &str, value: Option<usize>, default: usize| match value {
             Some(0) => Err(self.err(field, "must be greater than 0")),
             Some(v) => Ok(v),
             None => Ok(default),
         };
         let admin_key = self.secret("", "admin_key", raw.admin_key, raw.admin_key_env.as_ref());
-        let metrics_key =
-            self.secret("", "metrics_key", raw.metrics_key, raw.metrics_key_env.as_ref());
+        let metrics_key = self.secret(
+            "",
+            "metrics_key",
+            raw.metrics_key,
+            raw.metrics_key_env.as_ref(),
+        );
         let keys = self.keys(raw.keys)?;
         let accounts = self.accounts(raw.accounts)?;
         Ok(Config {
             listen,
-            body_limit_bytes: positive("body_limit_bytes", raw.body_limit_bytes, DEFAULT_BODY_LIMIT)?,
+            body_limit_bytes: positive(
+                "body_limit_bytes",
+                raw.body_limit_bytes,
+                DEFAULT_BODY_LIMIT,
+            )?,
             admin_key: admin_key?,
             metrics_key: metrics_key?,
             max_connections: positive("max_connections", raw.max_connections, 10_000)?,
@@ -388,7 +394,12 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
         })
     }
 
-    fn policy(&self, field: &str, value: Option<&str>, default: SelectionPolicy) -> Result<SelectionPolicy, ConfigError> {
+    fn policy(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: SelectionPolicy,
+    ) -> Result<SelectionPolicy, ConfigError> {
         match value {
             None => Ok(default),
             Some("load_aware") => Ok(SelectionPolicy::LoadAware),
@@ -479,7 +490,11 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             None => Ok(d),
         };
         Ok(UpstreamConfig {
-            connect_timeout: secs("connect_timeout_secs", raw.connect_timeout_secs, defaults.connect_timeout)?,
+            connect_timeout: secs(
+                "connect_timeout_secs",
+                raw.connect_timeout_secs,
+                defaults.connect_timeout,
+            )?,
             first_byte_timeout: secs(
                 "first_byte_timeout_secs",
                 raw.first_byte_timeout_secs,
@@ -537,7 +552,10 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             let at = format!("accounts[{i}]");
             let built = self.account(&at, account)?;
             if !ids.insert(built.id().clone()) {
-                return Err(self.err(format!("{at}.id"), format!("`{}` is used twice", built.id())));
+                return Err(self.err(
+                    format!("{at}.id"),
+                    format!("`{}` is used twice", built.id()),
+                ));
             }
             accounts.push(built);
         }
@@ -602,7 +620,9 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
                 region: raw
                     .aws_region
                     .filter(|r| !r.trim().is_empty())
-                    .ok_or_else(|| self.err(format!("{at}.aws_region"), "is required for bedrock"))?,
+                    .ok_or_else(|| {
+                        self.err(format!("{at}.aws_region"), "is required for bedrock")
+                    })?,
                 access_key_id: self.required_secret(
                     at,
                     "aws_access_key_id",
@@ -625,7 +645,9 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             (Platform::OpenAi, "oauth" | "setup_token" | "bedrock") => {
                 return Err(self.err(
                     format!("{at}.type"),
-                    format!("`{kind}` accounts are Anthropic accounts; openai accounts are `api_key`"),
+                    format!(
+                        "`{kind}` accounts are Anthropic accounts; openai accounts are `api_key`"
+                    ),
                 ))
             }
             (_, other) => {

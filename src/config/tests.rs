@@ -78,7 +78,10 @@ fn full_example_parses_with_every_field() {
     assert_eq!(config.max_connections, 10);
     assert_eq!(config.state.on_error, OnStateError::FailClosed);
     assert_eq!(config.scheduling.sticky_ttl, Duration::from_secs(60));
-    assert_eq!(config.scheduling.anthropic_policy, SelectionPolicy::ScoredTopK);
+    assert_eq!(
+        config.scheduling.anthropic_policy,
+        SelectionPolicy::ScoredTopK
+    );
     assert_eq!(config.scheduling.score_weights.priority, 2.0);
     assert_eq!(config.keys.len(), 1);
     let alice = config.keys.find("sk-relay-alice").unwrap();
@@ -90,16 +93,31 @@ fn full_example_parses_with_every_field() {
     assert_eq!(accounts[2].id().as_str(), "claude-max-1");
     assert_eq!(accounts[2].base_url(), "http://127.0.0.1:9999");
     assert_eq!(accounts[2].proxy(), Some("http://127.0.0.1:3128"));
-    assert_eq!(accounts[2].upstream_model("claude-sonnet-4-5"), "claude-sonnet-4-5-20250929");
-    assert_eq!(accounts.iter().find(|a| a.id().as_str() == "bedrock-1").map(|a| a.base_url()),
-        Some("https://bedrock-runtime.us-east-1.amazonaws.com"));
+    assert_eq!(
+        accounts[2].upstream_model("claude-sonnet-4-5"),
+        "claude-sonnet-4-5-20250929"
+    );
+    assert_eq!(
+        accounts
+            .iter()
+            .find(|a| a.id().as_str() == "bedrock-1")
+            .map(|a| a.base_url()),
+        Some("https://bedrock-runtime.us-east-1.amazonaws.com")
+    );
 }
 
 #[test]
 fn debug_output_holds_no_secret() {
     let config = Config::from_toml(FULL, "relay.toml", no_env).unwrap();
     let debug = format!("{config:?}");
-    for secret in ["sk-relay-alice", "sk-ant-oat-secret", "sk-ant-ort-secret", "sk-openai-secret", "AKIDEXAMPLE", "sk-relay-admin"] {
+    for secret in [
+        "sk-relay-alice",
+        "sk-ant-oat-secret",
+        "sk-ant-ort-secret",
+        "sk-openai-secret",
+        "AKIDEXAMPLE",
+        "sk-relay-admin",
+    ] {
         assert!(!debug.contains(secret), "{secret} leaked into Debug");
     }
 }
@@ -163,4 +181,14 @@ fn syntax_errors_give_the_line() {
 fn secrets_do_not_appear_in_errors() {
     let toml = "[[accounts]]\nid = \"a\"\nplatform = \"openai\"\ntype = \"oauth\"\naccess_token = \"sk-very-secret\"";
     assert!(!error(toml).contains("sk-very-secret"));
+}
+
+#[test]
+fn the_bundled_example_config_is_valid() {
+    let text = include_str!("../../examples/relay.toml");
+    let env = |name: &str| Some(format!("test-value-of-{name}"));
+    let config = Config::from_toml(text, "examples/relay.toml", env).unwrap();
+    assert_eq!(config.accounts.accounts().len(), 3);
+    assert!(config.keys.find("test-value-of-RELAY_ALICE_KEY").is_some());
+    assert_eq!(config.shutdown_grace, Duration::from_secs(30));
 }

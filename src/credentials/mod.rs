@@ -46,9 +46,9 @@ use tower_service::Service;
 
 use crate::account::{Account, Credentials, Platform, SelectedAccount};
 use crate::body::RelayBody;
-use crate::future::RejectOr;
 use crate::endpoint::Endpoint;
 use crate::error::{RelayError, UpstreamError, UpstreamErrorKind};
+use crate::future::RejectOr;
 
 /// The `anthropic-version` header.
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
@@ -138,9 +138,10 @@ fn address_and_sign(req: &mut Request<Bytes>, account: &Account) -> Result<(), R
     *req.uri_mut() = uri.parse::<Uri>().map_err(|_| request_error())?;
 
     let (name, value) = match account.credentials() {
-        Credentials::ApiKey(key) if account.platform() == Platform::Anthropic => {
-            (HeaderName::from_static("x-api-key"), sensitive(key.expose_secret()))
-        }
+        Credentials::ApiKey(key) if account.platform() == Platform::Anthropic => (
+            HeaderName::from_static("x-api-key"),
+            sensitive(key.expose_secret()),
+        ),
         Credentials::ApiKey(token)
         | Credentials::SetupToken(token)
         | Credentials::OAuth {

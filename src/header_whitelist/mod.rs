@@ -272,7 +272,10 @@ mod tests {
     fn denied_headers_stay_denied_when_allowed_by_hand() {
         let layer = HeaderWhitelistLayer::new()
             .allow(Platform::Anthropic, HeaderName::from_static("cookie"))
-            .allow(Platform::Anthropic, HeaderName::from_static("x-forwarded-host"))
+            .allow(
+                Platform::Anthropic,
+                HeaderName::from_static("x-forwarded-host"),
+            )
             .allow(Platform::Anthropic, HeaderName::from_static("x-custom"));
         let mut headers = HeaderMap::new();
         headers.insert("cookie", HeaderValue::from_static("c"));

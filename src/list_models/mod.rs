@@ -44,8 +44,8 @@ use tower_service::Service;
 use crate::account::Platform;
 use crate::body::RelayBody;
 use crate::future::RejectOr;
-use crate::select::AccountPool;
 use crate::principal::Principal;
+use crate::select::AccountPool;
 
 /// The path this layer answers.
 pub const MODELS_PATH: &str = "/v1/models";

@@ -101,7 +101,10 @@ impl Body for MapModelBody {
             if *this.inner_done {
                 if !this.pending.is_empty() {
                     let held = this.pending.split().freeze();
-                    let once = matches!(*this.framing, Framing::Document | Framing::Events { once: true });
+                    let once = matches!(
+                        *this.framing,
+                        Framing::Document | Framing::Events { once: true }
+                    );
                     let (out, _) = rewrite(&held, this.from, this.to, once);
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
@@ -141,7 +144,9 @@ impl Body for MapModelBody {
                     let Some(last_newline) = memchr::memrchr(b'\n', this.pending) else {
                         if this.pending.len() > MAX_PENDING_LINE {
                             *this.passthrough = true;
-                            return Poll::Ready(Some(Ok(Frame::data(this.pending.split().freeze()))));
+                            return Poll::Ready(Some(Ok(Frame::data(
+                                this.pending.split().freeze(),
+                            ))));
                         }
                         continue;
                     };
@@ -193,7 +198,12 @@ mod tests {
     }
 
     async fn run(frames: &[&'static str], framing: Framing) -> (Vec<Bytes>, Bytes) {
-        let source = Frames(frames.iter().map(|f| Bytes::from_static(f.as_bytes())).collect());
+        let source = Frames(
+            frames
+                .iter()
+                .map(|f| Bytes::from_static(f.as_bytes()))
+                .collect(),
+        );
         let mut body = MapModelBody::new(RelayBody::new(source), "up-1", "client", framing);
         let mut out = Vec::new();
         while let Some(Ok(frame)) = body.frame().await {
@@ -215,7 +225,10 @@ mod tests {
         )
         .await;
         let text = String::from_utf8_lossy(&all);
-        assert!(text.contains(r#"{"message":{"model":"client","content":[]}}"#), "{text}");
+        assert!(
+            text.contains(r#"{"message":{"model":"client","content":[]}}"#),
+            "{text}"
+        );
         // After the first rewrite the stream is forwarded untouched.
         assert!(text.contains(r#"data: {"model":"up-1"}"#), "{text}");
         // Complete lines go out at once; only the partial line waited.
@@ -226,7 +239,10 @@ mod tests {
     #[tokio::test]
     async fn openai_stream_rewrites_every_chunk() {
         let (_, all) = run(
-            &["data: {\"model\":\"up-1\"}\n\n", "data: {\"model\": \"up-1\"}\n\ndata: [DONE]\n\n"],
+            &[
+                "data: {\"model\":\"up-1\"}\n\n",
+                "data: {\"model\": \"up-1\"}\n\ndata: [DONE]\n\n",
+            ],
             Framing::Events { once: false },
         )
         .await;
@@ -239,7 +255,10 @@ mod tests {
     #[tokio::test]
     async fn json_document_is_rewritten_once_when_complete() {
         let (frames, all) = run(
-            &["{\"id\":1,\"model\":\"u", "p-1\",\"content\":[{\"input\":{\"model\":\"up-1\"}}]}"],
+            &[
+                "{\"id\":1,\"model\":\"u",
+                "p-1\",\"content\":[{\"input\":{\"model\":\"up-1\"}}]}",
+            ],
             Framing::Document,
         )
         .await;

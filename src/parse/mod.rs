@@ -44,9 +44,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::RelayBody;
-use crate::future::RejectOr;
 use crate::endpoint::{ApiFormat, Endpoint};
 use crate::error::RelayError;
+use crate::future::RejectOr;
 use crate::principal::Principal;
 
 /// Applies [`ParseRequest`]: see the module docs.

@@ -125,7 +125,8 @@ impl ParsedRequest {
 
     /// Whether the client asked for a stream (never for count_tokens).
     pub fn is_stream(&self) -> bool {
-        self.endpoint.can_stream() && matches!(self.fields.stream, Some(serde_json::Value::Bool(true)))
+        self.endpoint.can_stream()
+            && matches!(self.fields.stream, Some(serde_json::Value::Bool(true)))
     }
 
     /// `metadata.user_id`, when it is a string.

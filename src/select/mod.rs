@@ -149,8 +149,7 @@ where
 {
     type Response = Response<RelayBody>;
     type Error = RelayError;
-    type Future =
-        RejectOr<OnResponse<S::Future, MarkServedBy>, RelayError>;
+    type Future = RejectOr<OnResponse<S::Future, MarkServedBy>, RelayError>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
         self.inner.poll_ready(cx)

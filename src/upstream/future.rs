@@ -48,7 +48,11 @@ pin_project! {
 }
 
 impl ResponseFuture {
-    pub(super) fn new(future: legacy::ResponseFuture, timeout: Duration, account: AccountId) -> Self {
+    pub(super) fn new(
+        future: legacy::ResponseFuture,
+        timeout: Duration,
+        account: AccountId,
+    ) -> Self {
         Self {
             state: State::Waiting {
                 future: tokio::time::timeout(timeout, future),
@@ -71,7 +75,11 @@ impl Future for ResponseFuture {
         match self.project().state.project() {
             StateProj::Waiting { future, account } => {
                 let error = |kind, source: Option<crate::BoxError>| {
-                    Err(RelayError::from(UpstreamError::new(kind, account.clone(), source)))
+                    Err(RelayError::from(UpstreamError::new(
+                        kind,
+                        account.clone(),
+                        source,
+                    )))
                 };
                 Poll::Ready(match ready!(future.poll(cx)) {
                     Ok(Ok(response)) => {
@@ -82,7 +90,9 @@ impl Future for ResponseFuture {
                         parts.headers.remove("openai-organization");
                         Ok(Response::from_parts(parts, RelayBody::new(body)))
                     }
-                    Ok(Err(e)) if e.is_connect() => error(UpstreamErrorKind::Connect, Some(e.into())),
+                    Ok(Err(e)) if e.is_connect() => {
+                        error(UpstreamErrorKind::Connect, Some(e.into()))
+                    }
                     Ok(Err(e)) => error(UpstreamErrorKind::Io, Some(e.into())),
                     Err(elapsed) => error(UpstreamErrorKind::Timeout, Some(elapsed.into())),
                 })

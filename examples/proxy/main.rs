@@ -1,0 +1,114 @@
+//! The bundled relay proxy: one endpoint in front of a pool of upstream
+//! LLM accounts. Its command line, config file and HTTP surface are the
+//! contract in `shared/PROXY.md`.
+//!
+//! ```text
+//! cargo run --release --example proxy -- --config relay.toml [--listen ADDR]
+//! cargo run --release --example proxy -- --demo
+//! ```
+
+mod demo;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tower_llm_relay::config::Config;
+
+/// Command line of the proxy.
+#[derive(Debug, Parser)]
+#[command(name = "proxy", about = "A relay in front of a pool of LLM accounts")]
+struct Args {
+    /// The TOML config file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
+    config: Option<PathBuf>,
+    /// Listen here instead of the config's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Run on a bundled mock upstream, with no config and no keys.
+    #[arg(long)]
+    demo: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logs(args.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let (mut config, demo) = if args.demo {
+        match demo::start().await {
+            Ok((config, demo)) => (config, Some(demo)),
+            Err(e) => {
+                eprintln!("error: cannot start the demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        // `clap` makes `--config` required without `--demo`.
+        let path = args.config.unwrap_or_default();
+        match Config::load(&path) {
+            Ok(config) => (config, None),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let listener = match server::bind(&config) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(config.listen);
+    println!("listening on {local}");
+    if let Some(demo) = &demo {
+        demo.print_instructions(local);
+    }
+    match server::serve(listener, &config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,132 @@
+//! The HTTP server around the relay: routes, connection limits, timeouts,
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
+use tower_llm_relay::config::Config;
+
+/// hyper refuses read buffers smaller than this.
+const MIN_HEADER_LIMIT: usize = 8192;
+
+/// Binds the listen socket with the configured backlog.
+pub(crate) fn bind(config: &Config) -> io::Result<TcpListener> {
+    let socket = if config.listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(config.listen)?;
+    socket.listen(config.listen_backlog)
+}
+
+/// The proxy's routes: health, then the relay for everything else.
+pub(crate) fn router(config: &Config) -> Router {
+    let relay = config.relay_builder().build::<axum::body::Body>();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback_service(relay)
+}
+
+/// Serves until SIGINT or SIGTERM, then lets in-flight requests finish
+/// within the grace period.
+pub(crate) async fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
+    let service = TowerToHyperService::new(router(config));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper answers 431 when a request head outgrows its read buffer.
+        .max_buf_size(config.header_limit_bytes.max(MIN_HEADER_LIMIT))
+        // The head timer also runs while a keep-alive connection idles.
+        .header_read_timeout(config.idle_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.header_limit_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(config.idle_timeout.max(Duration::from_secs(1))));
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(shutdown_signal());
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    tracing::info!(grace = ?config.shutdown_grace, "stopping: finishing in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(config.shutdown_grace) => {
+            tracing::warn!("grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Keeps `Infallible` named: the router never fails.
+#[allow(dead_code)]
+type RouterError = Infallible;

@@ -1,0 +1,227 @@
+//! Drives the real `examples/proxy` binary through its config file, as an
+//! operator would.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::{account, messages_body};
+
+/// The proxy example, built by `cargo test` next to the test binaries.
+fn proxy_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    dir.join("examples")
+        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX))
+}
+
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::new(text)
+}
+
+/// A tiny self-cleaning temp file, to keep test dependencies few.
+mod tempfile_path {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn new(text: &str) -> Self {
+            let n: u64 = rand_u64();
+            let path =
+                std::env::temp_dir().join(format!("relay-test-{}-{n}.toml", std::process::id()));
+            std::fs::write(&path, text).expect("write temp config");
+            Self(path)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn rand_u64() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        h.finish()
+    }
+}
+
+/// Starts the proxy on `config`, listening on a free port, with `env`.
+fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(proxy_binary())
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the proxy example was built by cargo test");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_owned();
+    Running { child, addr }
+}
+
+#[tokio::test]
+async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
+    let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
+    let config = write_config(&format!(
+        "listen = \"127.0.0.1:1\"\n[[keys]]\nkey_env = \"RELAY_TEST_KEY\"\nname = \"ops\"\n{}",
+        account(
+            "claude-1",
+            "anthropic",
+            "api_key",
+            "sk-ant-file-1",
+            &mock.base_url()
+        )
+    ));
+    let mut running = start(config.path(), &[("RELAY_TEST_KEY", "sk-relay-from-env")]);
+
+    let health = support::send(
+        Request::get(format!("http://{}/healthz", running.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.text(), "ok");
+
+    let answer = support::send(
+        Request::post(format!("http://{}/v1/messages", running.addr))
+            .header("x-api-key", "sk-relay-from-env")
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                false,
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body, mock.received()[0].response_body);
+    assert_eq!(mock.received()[0].headers["x-api-key"], "sk-ant-file-1");
+
+    let pid = running.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status =
+        wait_with_timeout(&mut running.child, Duration::from_secs(10)).expect("the proxy exits");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn a_bad_config_stops_the_proxy_before_it_listens_naming_the_field() {
+    let config = write_config("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\nbase_url = \"http://x\"\n");
+    let output = Command::new(proxy_binary())
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .expect("run proxy");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&config.path().display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accounts[0].api_key"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening on"));
+}
+
+#[test]
+fn a_missing_config_file_is_reported() {
+    let output = Command::new(proxy_binary())
+        .args(["--config", "/nonexistent/relay.toml"])
+        .output()
+        .expect("run proxy");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/relay.toml"));
+}
+
+#[tokio::test]
+async fn the_demo_answers_its_own_curl_line() {
+    let mut child = Command::new(proxy_binary())
+        .args(["--demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("a line").expect("text");
+    let addr = first
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    let printed: Vec<String> = lines.by_ref().take(3).map_while(Result::ok).collect();
+    let mut running = Running { child, addr };
+    let key_line = printed
+        .iter()
+        .find(|l| l.contains("client key"))
+        .expect("the key is printed");
+    let key = key_line.rsplit(' ').next().expect("key");
+    let answer = support::send(
+        Request::post(format!("http://{}/v1/messages", running.addr))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                false,
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["type"], "message");
+    assert_eq!(answer.json()["model"], "claude-sonnet-4-5");
+    let _ = running.child.kill();
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}

@@ -1,0 +1,190 @@
+//! Shared test support: a mock upstream, the relay served in-process on
+//! 127.0.0.1, and a plain HTTP client, so each test reads as its scenario.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::task::JoinHandle;
+use tower_llm_relay::config::Config;
+use tower_llm_relay::mock::MockUpstream;
+use tower_llm_relay::RelayBuilder;
+
+/// The client key every harness accepts.
+pub const CLIENT_KEY: &str = "sk-relay-test";
+
+/// A relay served on 127.0.0.1 in front of a mock upstream.
+pub struct Harness {
+    pub mock: MockUpstream,
+    pub addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// The TOML of one account pointing at `base_url`.
+pub fn account(id: &str, platform: &str, kind: &str, credential: &str, base_url: &str) -> String {
+    let secret_field = match kind {
+        "api_key" => "api_key",
+        _ => "access_token",
+    };
+    format!(
+        "[[accounts]]\nid = \"{id}\"\nplatform = \"{platform}\"\ntype = \"{kind}\"\n{secret_field} = \"{credential}\"\nbase_url = \"{base_url}\"\n"
+    )
+}
+
+impl Harness {
+    /// A mock, and a relay whose config is `extra` (accounts etc., where
+    /// `{base}` stands for the mock's URL) plus the test client key.
+    pub async fn start(extra: &str) -> Harness {
+        let mock = MockUpstream::start().await.expect("mock upstream starts");
+        Self::with_mock(mock, extra).await
+    }
+
+    /// As [`Harness::start`], with a mock built by the caller.
+    pub async fn with_mock(mock: MockUpstream, extra: &str) -> Harness {
+        let toml = format!(
+            "[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"test\"\n{}",
+            extra.replace("{base}", &mock.base_url())
+        );
+        let config = Config::from_toml(&toml, "test.toml", |_| None).expect("test config is valid");
+        Self::serve(mock, config.relay_builder()).await
+    }
+
+    /// A mock and a relay built by `builder`.
+    pub async fn serve(mock: MockUpstream, builder: RelayBuilder) -> Harness {
+        let relay = builder.build::<axum::body::Body>();
+        let app = axum::Router::new().fallback_service(relay);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Harness { mock, addr, server }
+    }
+
+    /// The relay's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A POST to `path` with the client key in `x-api-key`.
+    pub fn post(&self, path: &str) -> http::request::Builder {
+        Request::post(self.url(path))
+            .header("x-api-key", CLIENT_KEY)
+            .header("content-type", "application/json")
+    }
+
+    /// Sends `req` and reads the whole answer.
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Answer {
+        send(req).await
+    }
+
+    /// POSTs `body` to `path` with the client key, reading the whole answer.
+    pub async fn call(&self, path: &str, body: &str) -> Answer {
+        let req = self
+            .post(path)
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request builds");
+        send(req).await
+    }
+}
+
+/// A whole answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client for 127.0.0.1.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends `req`, returning the head and the streaming body.
+pub async fn open(req: Request<Full<Bytes>>) -> Response<Incoming> {
+    tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("request succeeds")
+}
+
+/// Sends `req` and reads the whole answer.
+pub async fn send(req: Request<Full<Bytes>>) -> Answer {
+    let response = open(req).await;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(20), body.collect())
+        .await
+        .expect("body within 20 s")
+        .expect("body reads")
+        .to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A Messages request body.
+pub fn messages_body(model: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Hello"}],
+    })
+    .to_string()
+}
+
+/// A Chat Completions request body.
+pub fn chat_body(model: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Hello"}],
+    })
+    .to_string()
+}
+
+/// Polls `check` until it holds or 5 s pass.
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}

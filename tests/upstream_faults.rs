@@ -1,0 +1,141 @@
+//! What a client sees when its one upstream fails: an upstream's own error
+//! answer passes through; a failure before any answer is 502/504 in the
+//! API's format, without internals. A client that leaves mid-stream
+//! cancels the upstream request.
+
+mod support;
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use support::{account, messages_body, Harness};
+use tower_llm_relay::mock::{Fault, FaultPlan};
+
+#[tokio::test]
+async fn upstream_error_answers_pass_through() {
+    let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", "{base}")).await;
+    h.mock
+        .set_default_faults(FaultPlan::Sequence(vec![Fault::Status {
+            status: 429,
+            retry_after: Some(7),
+        }]));
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.headers["retry-after"], "7");
+    assert_eq!(answer.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(answer.headers["x-relay-account"], "claude-1");
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_a_502_without_internals() {
+    let h = Harness::start(&account(
+        "claude-1",
+        "anthropic",
+        "api_key",
+        "sk-ant-secret-1",
+        "{base}",
+    ))
+    .await;
+    h.mock
+        .set_default_faults(FaultPlan::Always(Fault::ConnectionReset));
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["type"], "api_error");
+    let text = answer.text();
+    assert!(!text.contains("sk-ant-secret-1"));
+    assert!(!text.contains("127.0.0.1"), "{text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", &base)).await;
+    let answer = h
+        .call("/v1/chat/completions", &support::chat_body("gpt-4o", false))
+        .await;
+    // No OpenAI account: 503. Then the Anthropic path: 502.
+    assert_eq!(answer.status, 503);
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(answer.status, 502);
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_is_a_504_after_the_first_byte_timeout() {
+    let extra = format!(
+        "[upstream]\nfirst_byte_timeout_secs = 1\n{}",
+        account("claude-1", "anthropic", "api_key", "k1", "{base}")
+    );
+    let h = Harness::start(&extra).await;
+    h.mock.set_default_faults(FaultPlan::Always(Fault::Hang));
+    let started = std::time::Instant::now();
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
+    let mock = tower_llm_relay::mock::MockUpstream::builder()
+        .stream_deltas(200)
+        .event_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let h = Harness::with_mock(
+        mock,
+        &account("claude-1", "anthropic", "api_key", "k1", "{base}"),
+    )
+    .await;
+    let req = h
+        .post("/v1/messages")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            messages_body("claude-sonnet-4-5", true),
+        )))
+        .unwrap();
+    let response = support::open(req).await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // Read a few events, then go away.
+    for _ in 0..3 {
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        assert!(frame.is_data());
+    }
+    assert_eq!(h.mock.open_streams(), 1);
+    drop(body);
+    assert!(
+        support::eventually(|| h.mock.cancelled_streams() == 1).await,
+        "the upstream stream was not cancelled"
+    );
+    assert_eq!(h.mock.completed_streams(), 0);
+}
+
+#[tokio::test]
+async fn a_mid_stream_cut_ends_the_client_stream_with_an_error() {
+    let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", "{base}")).await;
+    h.mock
+        .set_default_faults(FaultPlan::Always(Fault::MidStreamCut { after_events: 2 }));
+    let req = h
+        .post("/v1/messages")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            messages_body("claude-sonnet-4-5", true),
+        )))
+        .unwrap();
+    let response = support::open(req).await;
+    let collected =
+        tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
+    assert!(
+        matches!(collected, Ok(Err(_))),
+        "the client saw a clean end of a cut stream"
+    );
+}
