@@ -80,3 +80,8 @@ pub use glob::{ModelGlob, ModelGlobs};
 pub use parse::ParsedRequest;
 pub use principal::{ClientKeys, KeyId, KeyLimits, Principal};
 pub use select::AccountPool;
+
+/// Compiles the README's examples as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
