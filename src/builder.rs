@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use tower::layer::util::Stack;
@@ -255,8 +254,3 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(CredentialsLayer::new())
     }
 }
-
-/// Keeps `Bytes` in the public signature list of this module: the inner
-/// stack speaks `Request<Bytes>`.
-#[allow(dead_code)]
-type InnerRequest = Request<Bytes>;

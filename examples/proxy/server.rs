@@ -1,7 +1,6 @@
 //! The HTTP server around the relay: routes, connection limits, timeouts,
 //! graceful shutdown.
 
-use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +125,3 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
 }
-
-/// Keeps `Infallible` named: the router never fails.
-#[allow(dead_code)]
-type RouterError = Infallible;
