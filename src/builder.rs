@@ -22,7 +22,10 @@ use crate::model_map::ModelMapLayer;
 use crate::parse::ParseRequestLayer;
 use crate::principal::ClientKeys;
 use crate::request_id::RequestIdLayer;
-use crate::select::{AccountPool, AccountSelectLayer};
+use crate::select::{AccountPool, AccountSelectLayer, Scheduler, SchedulingConfig};
+use crate::session_hash::SessionHashLayer;
+use crate::state::{MemoryStore, StateStore};
+use crate::stats::RuntimeStats;
 use crate::upstream::{Upstream, UpstreamConfig};
 
 /// The relay as one service: any request body in, a [`RelayBody`] out,
@@ -32,7 +35,7 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, `GET /v1/models`, parsing, account selection, model mapping,
+/// auth, `GET /v1/models`, parsing, session hash, account selection, model mapping,
 /// header allow-list, `anthropic-beta`, credentials, upstream.
 ///
 /// # Examples
@@ -71,6 +74,9 @@ pub struct RelayBuilder {
     upstream: UpstreamConfig,
     beta_header: BetaHeaderLayer,
     header_whitelist: HeaderWhitelistLayer,
+    scheduling: SchedulingConfig,
+    store: Arc<dyn StateStore>,
+    stats: RuntimeStats,
 }
 
 impl Default for RelayBuilder {
@@ -89,7 +95,39 @@ impl RelayBuilder {
             upstream: UpstreamConfig::default(),
             beta_header: BetaHeaderLayer::new(),
             header_whitelist: HeaderWhitelistLayer::new(),
+            scheduling: SchedulingConfig::default(),
+            store: Arc::new(MemoryStore::new()),
+            stats: RuntimeStats::new(),
         }
+    }
+
+    /// The scheduling settings.
+    pub fn scheduling(mut self, config: SchedulingConfig) -> Self {
+        self.scheduling = config;
+        self
+    }
+
+    /// The shared state store (default: in memory).
+    pub fn state(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The runtime statistics to feed and read (default: fresh).
+    pub fn stats(mut self, stats: RuntimeStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The scheduler this builder's settings make; [`RelayBuilder::build`]
+    /// uses one like it. Build it once and share it to observe decisions.
+    pub fn scheduler(&self) -> Scheduler {
+        Scheduler::with_state(
+            self.pool.clone(),
+            self.scheduling.clone(),
+            self.store.clone(),
+            self.stats.clone(),
+        )
     }
 
     /// The client keys accepted.
@@ -140,7 +178,13 @@ impl RelayBuilder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let upstream = Upstream::with_config(self.upstream);
+        let upstream = Upstream::with_config(self.upstream.clone());
+        let scheduler = self.scheduler();
+        let session_header = self
+            .scheduling
+            .session_header
+            .as_deref()
+            .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
         let service = ServiceBuilder::new()
             .relay_request_id()
             .relay_error_response()
@@ -148,7 +192,8 @@ impl RelayBuilder {
             .relay_auth(self.keys)
             .relay_list_models(self.pool.clone())
             .relay_parse_request()
-            .relay_account_select(self.pool)
+            .layer(SessionHashLayer::new().header(session_header))
+            .relay_account_select(scheduler)
             .relay_model_map()
             .layer(self.header_whitelist)
             .layer(self.beta_header)
@@ -186,10 +231,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn relay_list_models(self, pool: AccountPool) -> ServiceBuilder<Stack<ListModelsLayer, L>>;
     /// See [`crate::parse`].
     fn relay_parse_request(self) -> ServiceBuilder<Stack<ParseRequestLayer, L>>;
+    /// See [`crate::session_hash`].
+    fn relay_session_hash(self) -> ServiceBuilder<Stack<SessionHashLayer, L>>;
     /// See [`crate::select`].
     fn relay_account_select(
         self,
-        pool: AccountPool,
+        scheduler: Scheduler,
     ) -> ServiceBuilder<Stack<AccountSelectLayer, L>>;
     /// See [`crate::model_map`].
     fn relay_model_map(self) -> ServiceBuilder<Stack<ModelMapLayer, L>>;
@@ -231,11 +278,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(ParseRequestLayer::new())
     }
 
+    fn relay_session_hash(self) -> ServiceBuilder<Stack<SessionHashLayer, L>> {
+        self.layer(SessionHashLayer::new())
+    }
+
     fn relay_account_select(
         self,
-        pool: AccountPool,
+        scheduler: Scheduler,
     ) -> ServiceBuilder<Stack<AccountSelectLayer, L>> {
-        self.layer(AccountSelectLayer::new(pool))
+        self.layer(AccountSelectLayer::new(scheduler))
     }
 
     fn relay_model_map(self) -> ServiceBuilder<Stack<ModelMapLayer, L>> {

@@ -1,6 +1,7 @@
 //! The crate's one error type, and its one conversion to an HTTP response.
 
 use std::fmt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -54,6 +55,23 @@ pub enum RelayError {
         /// The model the client asked for.
         model: String,
     },
+    /// Every account that could serve is cooling down, past the wait the
+    /// relay allows (503 with `retry-after`).
+    CoolingDown {
+        /// The model the client asked for.
+        model: String,
+        /// When the soonest cooldown ends.
+        retry_after: Duration,
+    },
+    /// The chosen account's wait queue is full or the wait timed out
+    /// (Anthropic 529 `overloaded_error`; OpenAI 503).
+    Overloaded {
+        /// A hint for when to retry.
+        retry_after: Option<Duration>,
+    },
+    /// The shared state store failed and the relay is set to fail closed
+    /// (503).
+    State(crate::state::StateError),
     /// Calling the chosen account failed before a response head arrived
     /// (502, or 504 on a timeout).
     Upstream(UpstreamError),
@@ -69,11 +87,25 @@ impl RelayError {
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoAccount { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::State(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Overloaded { .. } => {
+                StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
             Self::Upstream(e) if e.kind == UpstreamErrorKind::Timeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// When the client may retry, if the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CoolingDown { retry_after, .. } => Some(*retry_after),
+            Self::Overloaded { retry_after } => *retry_after,
+            _ => None,
         }
     }
 
@@ -87,8 +119,10 @@ impl RelayError {
                     Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
                     Self::ModelNotAllowed(_) => "permission_error",
                     Self::NotFound | Self::MethodNotAllowed => "not_found_error",
-                    Self::NoAccount { .. } => "overloaded_error",
-                    Self::Upstream(_) => "api_error",
+                    Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::Overloaded { .. } => {
+                        "overloaded_error"
+                    }
+                    Self::State(_) | Self::Upstream(_) => "api_error",
                 },
                 None,
             ),
@@ -114,6 +148,11 @@ impl RelayError {
             (ApiFormat::OpenAi, Self::NoAccount { .. }) => {
                 ("server_error", Some("no_available_account"))
             }
+            (ApiFormat::OpenAi, Self::CoolingDown { .. }) => {
+                ("server_error", Some("accounts_cooling_down"))
+            }
+            (ApiFormat::OpenAi, Self::Overloaded { .. }) => ("server_error", Some("overloaded")),
+            (ApiFormat::OpenAi, Self::State(_)) => ("server_error", Some("state_unavailable")),
             (ApiFormat::OpenAi, Self::Upstream(e)) => ("server_error", Some(e.kind.code())),
         }
     }
@@ -121,7 +160,11 @@ impl RelayError {
     /// The error as a response in `format`: a JSON body with the right
     /// status (and `allow` on a 405).
     pub fn into_response(self, format: ApiFormat) -> Response<RelayBody> {
-        let status = self.status();
+        let mut status = self.status();
+        // OpenAI clients know 503, not Anthropic's 529.
+        if format == ApiFormat::OpenAi && status.as_u16() == 529 {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
         let (kind, code) = self.kind_in(format);
         let message = self.to_string();
         let body = match format {
@@ -140,6 +183,13 @@ impl RelayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(after) = self.retry_after() {
+            // Whole seconds, rounded up: never tell a client to come back early.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         if matches!(self, Self::MethodNotAllowed) {
             response
                 .headers_mut()
@@ -169,6 +219,14 @@ impl fmt::Display for RelayError {
             Self::NoAccount { model } => {
                 write!(f, "no upstream account is available for model `{model}`")
             }
+            Self::CoolingDown { model, .. } => {
+                write!(
+                    f,
+                    "every account for model `{model}` is cooling down; retry later"
+                )
+            }
+            Self::Overloaded { .. } => f.write_str("all accounts are busy; retry later"),
+            Self::State(_) => f.write_str("the relay's shared state is unavailable"),
             Self::Upstream(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -179,6 +237,7 @@ impl std::error::Error for RelayError {
         match self {
             Self::BodyRead(e) => Some(e.as_ref()),
             Self::Upstream(e) => Some(e),
+            Self::State(e) => Some(e),
             _ => None,
         }
     }

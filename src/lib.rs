@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! request_id → error_response → body_limit → auth → list_models → parse
-//!   → select → model_map → header_whitelist → beta_header → credentials → upstream
+//!   → session_hash → select → model_map → header_whitelist → beta_header → credentials → upstream
 //! ```
 //!
 //! Layers pass typed values in the request extensions: [`Principal`],
@@ -60,6 +60,9 @@ pub mod model_map;
 pub mod parse;
 pub mod request_id;
 pub mod select;
+pub mod session_hash;
+pub mod state;
+pub mod stats;
 pub mod upstream;
 
 #[cfg(feature = "config")]

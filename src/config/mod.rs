@@ -120,70 +120,7 @@ pub struct StateConfig {
     pub timeout: Duration,
 }
 
-/// An account selection policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SelectionPolicy {
-    /// Seed 002: sticky sessions, then the least loaded by priority.
-    LoadAware,
-    /// Seed 001: scored top-K with weighted random order.
-    ScoredTopK,
-}
-
-/// `[scheduling.score_weights]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScoreWeights {
-    /// Weight of priority.
-    pub priority: f64,
-    /// Weight of load.
-    pub load: f64,
-    /// Weight of queue length.
-    pub queue: f64,
-    /// Weight of the error-rate EWMA.
-    pub error_rate: f64,
-    /// Weight of the time-to-first-token EWMA.
-    pub ttft: f64,
-}
-
-/// `[scheduling]`, with the seeds' defaults.
-#[derive(Debug, Clone)]
-pub struct SchedulingConfig {
-    /// How long a session stays on its account (default 1 h).
-    pub sticky_ttl: Duration,
-    /// How long a request waits for its sticky account (default 45 s).
-    pub sticky_wait_timeout: Duration,
-    /// Waiters allowed on a sticky account (default 3).
-    pub sticky_max_waiting: u32,
-    /// How long a request waits for any account (default 30 s).
-    pub fallback_wait_timeout: Duration,
-    /// Waiters allowed for any account (default 100).
-    pub fallback_max_waiting: u32,
-    /// Subscription → API key → Bedrock tiers before priority (default off).
-    pub tier_fallback_chain: bool,
-    /// Fail over on compatibility 400s (default off).
-    pub failover_on_400: bool,
-    /// Account switches allowed per request (default 10).
-    pub max_account_switches: u32,
-    /// Wait for a cooling-down account only this long (default 5 s).
-    pub cooldown_wait_max: Duration,
-    /// Extra attempts as a share of requests, in percent (default 20).
-    pub retry_budget_percent: f64,
-    /// The policy for Anthropic requests (default load-aware).
-    pub anthropic_policy: SelectionPolicy,
-    /// The policy for OpenAI requests (default scored top-K).
-    pub openai_policy: SelectionPolicy,
-    /// K of top-K (default 7).
-    pub top_k: usize,
-    /// Score weights.
-    pub score_weights: ScoreWeights,
-    /// A client header that names the session first.
-    pub session_header: Option<String>,
-    /// SSE keep-alive comment interval; zero is off.
-    pub stream_keepalive: Duration,
-    /// Consecutive failures before ejection (default 5).
-    pub eject_after_failures: u32,
-    /// The deadline covering every attempt of a request (default 600 s).
-    pub request_deadline: Duration,
-}
+pub use crate::select::{SchedulingConfig, ScoreWeights, SelectionPolicy};
 
 /// The whole configuration, checked, with credentials resolved.
 #[derive(Debug, Clone)]
@@ -241,14 +178,15 @@ impl Config {
         Check { origin, env: &env }.config(raw)
     }
 
-    /// A [`RelayBuilder`] with this configuration's keys, accounts and
-    /// limits.
+    /// A [`RelayBuilder`] with this configuration's keys, accounts,
+    /// scheduling and limits.
     pub fn relay_builder(&self) -> RelayBuilder {
         RelayBuilder::new()
             .keys(self.keys.clone())
             .accounts(self.accounts.clone())
             .body_limit(self.body_limit_bytes)
             .upstream_config(self.upstream.clone())
+            .scheduling(self.scheduling.clone())
     }
 }
 
@@ -477,6 +415,8 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             score_weights,
             session_header: raw.session_header,
             stream_keepalive: secs(raw.stream_keepalive_secs, 0),
+            sticky_error_rate_margin: raw.sticky_error_rate_margin.unwrap_or(0.5),
+            sticky_ttft_factor: raw.sticky_ttft_factor.unwrap_or(3.0),
             eject_after_failures: raw.eject_after_failures.unwrap_or(5).max(1),
             request_deadline: secs(raw.request_deadline_secs, 600),
         })

@@ -61,6 +61,8 @@ pub(super) struct RawScheduling {
     pub(super) session_header: Option<String>,
     pub(super) stream_keepalive_secs: Option<u64>,
     pub(super) eject_after_failures: Option<u32>,
+    pub(super) sticky_error_rate_margin: Option<f64>,
+    pub(super) sticky_ttft_factor: Option<f64>,
     pub(super) request_deadline_secs: Option<u64>,
 }
 

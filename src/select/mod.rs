@@ -1,11 +1,27 @@
-//! Chooses the upstream account for a request.
+//! Chooses the upstream account for a request and holds its concurrency
+//! slot while the response streams.
 //!
-//! Today's policy is the simplest correct one: the first account, by
-//! priority, of the caller's group that serves the endpoint and model. The
-//! choice is put in the request extensions as a [`SelectedAccount`]; the
-//! response gets `x-relay-account` and `x-relay-attempts` headers and a
-//! [`ServedBy`] extension. When no account fits, the answer is 503 in the
-//! API's format.
+//! The [`Scheduler`] behind it reproduces the seeds' schedulers, by layer:
+//!
+//! 1. **previous response** (scored policy, OpenAI Responses): the account
+//!    that produced `previous_response_id`;
+//! 2. **sticky session**: the account bound to the [`SessionHash`]
+//!    (1 h TTL, refreshed on use) while it is healthy — not cooling down,
+//!    not excluded, serving the model, and its error-rate and first-token
+//!    EWMAs not far worse than the pool's; otherwise the binding is dropped
+//!    and the session moves;
+//! 3. **load balancing** by policy: *load-aware* (seed 002: priority, then
+//!    load, then least recently used) or *scored top-K* (seed 001: weighted
+//!    score, top K, seeded weighted-random order), optionally tier by tier
+//!    (seed 000: subscription → API key → Bedrock).
+//!
+//! The first slot taken wins and binds the session. When every candidate
+//! is full, the request waits in the best one's queue (bounded; a client
+//! that leaves, leaves the queue), and times out with `overloaded_error`.
+//!
+//! The slot rides in the response body ([`SlotBody`]) and is released when
+//! the body ends, fails or is dropped. The response carries
+//! `x-relay-account`, `x-relay-attempts`, a [`ServedBy`] and a [`Decision`].
 //!
 //! # Examples
 //!
@@ -15,7 +31,7 @@
 //! use secrecy::SecretString;
 //! use tower::{service_fn, Layer, ServiceExt};
 //! use tower_llm_relay::parse::ParseRequestLayer;
-//! use tower_llm_relay::select::AccountSelectLayer;
+//! use tower_llm_relay::select::{AccountSelectLayer, Scheduler, SchedulingConfig};
 //! use tower_llm_relay::{Account, AccountPool, Credentials, Platform, RelayBody, RelayError, SelectedAccount};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -29,7 +45,8 @@
 //!     assert_eq!(req.extensions().get::<SelectedAccount>().unwrap().id().as_str(), "claude-1");
 //!     Ok::<_, RelayError>(Response::new(RelayBody::empty()))
 //! });
-//! let service = ParseRequestLayer::new().layer(AccountSelectLayer::new(pool).layer(inner));
+//! let scheduler = Scheduler::new(pool, SchedulingConfig::default());
+//! let service = ParseRequestLayer::new().layer(AccountSelectLayer::new(scheduler).layer(inner));
 //! let req = Request::post("/v1/messages")
 //!     .body(Bytes::from_static(br#"{"model":"claude-haiku-4-5","messages":[]}"#))
 //!     .unwrap();
@@ -38,10 +55,21 @@
 //! # }
 //! ```
 
+mod body;
+mod config;
+mod decision;
 mod pool;
+mod rank;
+mod scheduler;
 
+pub use body::SlotBody;
+pub use config::{SchedulingConfig, ScoreWeights, SelectionPolicy};
+pub use decision::{Decision, DecisionLayer, SchedulerMetrics};
 pub use pool::AccountPool;
+pub use scheduler::{Excluded, Scheduler, SelectRequest, Selection};
 
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -49,13 +77,13 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::account::{AccountId, SelectedAccount, ServedBy};
+use crate::account::{SelectedAccount, ServedBy};
 use crate::body::RelayBody;
-use crate::endpoint::{ApiFormat, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::error::RelayError;
-use crate::future::{OnResponse, RejectOr, ResponseHook};
 use crate::parse::ParsedRequest;
 use crate::principal::Principal;
+use crate::session_hash::SessionHash;
 
 /// The response header naming the account that served it.
 pub const ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-relay-account");
@@ -65,13 +93,13 @@ pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-relay-attempt
 /// Applies [`AccountSelect`]: see the module docs.
 #[derive(Debug, Clone)]
 pub struct AccountSelectLayer {
-    pool: AccountPool,
+    scheduler: Scheduler,
 }
 
 impl AccountSelectLayer {
-    /// Selects from `pool`.
-    pub fn new(pool: AccountPool) -> Self {
-        Self { pool }
+    /// Selects with `scheduler`.
+    pub fn new(scheduler: Scheduler) -> Self {
+        Self { scheduler }
     }
 }
 
@@ -79,7 +107,7 @@ impl<S> Layer<S> for AccountSelectLayer {
     type Service = AccountSelect<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccountSelect::new(inner, self.pool.clone())
+        AccountSelect::new(inner, self.scheduler.clone())
     }
 }
 
@@ -87,18 +115,18 @@ impl<S> Layer<S> for AccountSelectLayer {
 #[derive(Debug, Clone)]
 pub struct AccountSelect<S> {
     inner: S,
-    pool: AccountPool,
+    scheduler: Scheduler,
 }
 
 impl<S> AccountSelect<S> {
-    /// Wraps `inner`, selecting from `pool`.
-    pub fn new(inner: S, pool: AccountPool) -> Self {
-        Self { inner, pool }
+    /// Wraps `inner`, selecting with `scheduler`.
+    pub fn new(inner: S, scheduler: Scheduler) -> Self {
+        Self { inner, scheduler }
     }
 
     /// A layer for this middleware.
-    pub fn layer(pool: AccountPool) -> AccountSelectLayer {
-        AccountSelectLayer::new(pool)
+    pub fn layer(scheduler: Scheduler) -> AccountSelectLayer {
+        AccountSelectLayer::new(scheduler)
     }
 
     /// The inner service.
@@ -116,75 +144,87 @@ impl<S> AccountSelect<S> {
         self.inner
     }
 
-    /// The pool it selects from.
-    pub fn pool(&self) -> &AccountPool {
-        &self.pool
+    /// The scheduler it selects with.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 }
 
-fn select(pool: &AccountPool, req: &Request<Bytes>) -> Result<SelectedAccount, RelayError> {
-    let parsed = req.extensions().get::<ParsedRequest>().ok_or_else(|| {
-        RelayError::InvalidRequest("the request was not parsed before account selection".into())
-    })?;
-    let endpoint = req
-        .extensions()
-        .get::<Endpoint>()
-        .copied()
-        .unwrap_or(parsed.endpoint());
-    let group = req
-        .extensions()
-        .get::<Principal>()
-        .map(Principal::group_name);
-    pool.candidates(endpoint, parsed.model(), group)
-        .next()
-        .map(|account| SelectedAccount(account.clone()))
-        .ok_or_else(|| RelayError::NoAccount {
-            model: parsed.model().to_owned(),
-        })
-}
+/// Response future of [`AccountSelect`]: selection may wait for a slot.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<RelayBody>, RelayError>> + Send>>;
 
 impl<S> Service<Request<Bytes>> for AccountSelect<S>
 where
-    S: Service<Request<Bytes>, Response = Response<RelayBody>, Error = RelayError>,
+    S: Service<Request<Bytes>, Response = Response<RelayBody>, Error = RelayError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
 {
     type Response = Response<RelayBody>;
     type Error = RelayError;
-    type Future = RejectOr<OnResponse<S::Future, MarkServedBy>, RelayError>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
-        match select(&self.pool, &req) {
-            Ok(selected) => {
-                let hook = MarkServedBy {
-                    account: selected.id().clone(),
-                    attempts: 1,
+        // The ready service serves this request; a clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let scheduler = self.scheduler.clone();
+        Box::pin(async move {
+            let selection = {
+                let parsed = req.extensions().get::<ParsedRequest>().ok_or_else(|| {
+                    RelayError::InvalidRequest(
+                        "the request was not parsed before account selection".into(),
+                    )
+                })?;
+                let endpoint = req
+                    .extensions()
+                    .get::<Endpoint>()
+                    .copied()
+                    .unwrap_or(parsed.endpoint());
+                let select = SelectRequest {
+                    endpoint,
+                    model: parsed.model(),
+                    group: req
+                        .extensions()
+                        .get::<Principal>()
+                        .map(Principal::group_name),
+                    session: req
+                        .extensions()
+                        .get::<SessionHash>()
+                        .map(SessionHash::as_str),
+                    previous_response_id: parsed.previous_response_id(),
+                    excluded: req.extensions().get::<Excluded>(),
                 };
-                req.extensions_mut().insert(selected);
-                RejectOr::inner(OnResponse::new(self.inner.call(req), hook))
+                scheduler.select(&select).await?
+            };
+            let Selection {
+                account,
+                slot,
+                decision,
+            } = selection;
+            req.extensions_mut()
+                .insert(SelectedAccount(account.clone()));
+            // On an error the slot is dropped here, freeing it at once.
+            let response = inner.call(req).await?;
+            let (mut parts, body) = response.into_parts();
+            if let Ok(value) = HeaderValue::from_str(account.id().as_str()) {
+                parts.headers.insert(ACCOUNT_HEADER, value);
             }
-            Err(error) => RejectOr::respond(error.into_response(ApiFormat::of(&req))),
-        }
-    }
-}
-
-/// Marks a response with the account that served it and the attempts taken.
-#[derive(Debug)]
-pub struct MarkServedBy {
-    account: AccountId,
-    attempts: u32,
-}
-
-impl<B> ResponseHook<B> for MarkServedBy {
-    fn apply(self, mut response: Response<B>) -> Response<B> {
-        let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(self.account.as_str()) {
-            headers.insert(ACCOUNT_HEADER, value);
-        }
-        headers.insert(ATTEMPTS_HEADER, HeaderValue::from(self.attempts));
-        response.extensions_mut().insert(ServedBy(self.account));
-        response
+            parts
+                .headers
+                .insert(ATTEMPTS_HEADER, HeaderValue::from(1u32));
+            parts.extensions.insert(ServedBy(account.id().clone()));
+            parts.extensions.insert(decision);
+            Ok(Response::from_parts(
+                parts,
+                RelayBody::new(SlotBody::new(body, slot)),
+            ))
+        })
     }
 }

@@ -1,0 +1,218 @@
+//! The policies' orderings, as pure functions of a candidate snapshot, so
+//! each is tested alone and deterministic given its seed.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::account::{Account, AccountType};
+use crate::state::AccountLoad;
+use crate::stats::AccountStats;
+
+use super::config::ScoreWeights;
+
+/// One candidate account with what the scheduler knows of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) account: Arc<Account>,
+    pub(crate) load: AccountLoad,
+    pub(crate) stats: AccountStats,
+}
+
+impl Candidate {
+    /// Slots in use, in percent of the account's concurrency.
+    pub(crate) fn load_rate(&self) -> u32 {
+        let limit = self.account.concurrency().max(1);
+        self.load.in_flight.saturating_mul(100) / limit
+    }
+
+    /// Whether it may take a request now (slots and RPM; not cooling).
+    pub(crate) fn has_room(&self) -> bool {
+        self.load.cooldown.is_none()
+            && self.load_rate() < 100
+            && self
+                .account
+                .rpm()
+                .is_none_or(|rpm| self.load.rpm_used < rpm)
+    }
+}
+
+/// The tier of the fallback chain (seed 000): subscriptions first, then API
+/// keys, then Bedrock.
+pub(crate) fn tier(kind: AccountType) -> u8 {
+    match kind {
+        AccountType::OAuth | AccountType::SetupToken => 0,
+        AccountType::ApiKey => 1,
+        AccountType::Bedrock => 2,
+    }
+}
+
+/// Load-aware order (seed 002): priority, then load rate, then least
+/// recently used (never used first); ties keep the pool's order.
+pub(crate) fn load_aware_order(candidates: &[Candidate]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| {
+        let c = &candidates[i];
+        (c.account.priority(), c.load_rate(), c.stats.last_used)
+    });
+    order
+}
+
+/// What scored selection decided.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Scored {
+    /// Candidate indexes in the order to try.
+    pub(crate) order: Vec<usize>,
+    /// How many were kept.
+    pub(crate) top_k: usize,
+    /// The standard deviation of the candidates' load rates.
+    pub(crate) load_skew: f64,
+}
+
+fn clamp01(x: f64) -> f64 {
+    x.clamp(0.0, 1.0)
+}
+
+/// The candidates' scores (seed 001): a weighted sum of priority, load,
+/// queue, error-rate and first-token factors, each in 0..=1, higher better.
+pub(crate) fn scores(candidates: &[Candidate], weights: &ScoreWeights) -> Vec<f64> {
+    let Some(first) = candidates.first() else {
+        return Vec::new();
+    };
+    let (mut min_p, mut max_p) = (first.account.priority(), first.account.priority());
+    let mut max_waiting = 1u32;
+    let (mut min_ttft, mut max_ttft) = (f64::INFINITY, f64::NEG_INFINITY);
+    for c in candidates {
+        min_p = min_p.min(c.account.priority());
+        max_p = max_p.max(c.account.priority());
+        max_waiting = max_waiting.max(c.load.waiting);
+        if let Some(t) = c.stats.ttft_ms.filter(|t| *t > 0.0) {
+            min_ttft = min_ttft.min(t);
+            max_ttft = max_ttft.max(t);
+        }
+    }
+    candidates
+        .iter()
+        .map(|c| {
+            let priority = if max_p > min_p {
+                1.0 - f64::from(c.account.priority() - min_p) / f64::from(max_p - min_p)
+            } else {
+                1.0
+            };
+            let load = 1.0 - clamp01(f64::from(c.load_rate()) / 100.0);
+            let queue = 1.0 - clamp01(f64::from(c.load.waiting) / f64::from(max_waiting));
+            let error = 1.0 - clamp01(c.stats.error_rate);
+            // Unknown first-token time is neither good nor bad.
+            let ttft = match c.stats.ttft_ms {
+                Some(t) if max_ttft > min_ttft => {
+                    1.0 - clamp01((t - min_ttft) / (max_ttft - min_ttft))
+                }
+                _ => 0.5,
+            };
+            weights.priority * priority
+                + weights.load * load
+                + weights.queue * queue
+                + weights.error_rate * error
+                + weights.ttft * ttft
+        })
+        .collect()
+}
+
+/// Whether candidate `a` ranks before `b`: score, then priority, load,
+/// queue, and id for a total order.
+fn better(candidates: &[Candidate], scores: &[f64], a: usize, b: usize) -> Ordering {
+    let (ca, cb) = (&candidates[a], &candidates[b]);
+    scores[b]
+        .total_cmp(&scores[a])
+        .then(ca.account.priority().cmp(&cb.account.priority()))
+        .then(ca.load_rate().cmp(&cb.load_rate()))
+        .then(ca.load.waiting.cmp(&cb.load.waiting))
+        .then_with(|| ca.account.id().cmp(cb.account.id()))
+}
+
+/// Scored top-K order (seed 001): the K best by score, then drawn without
+/// replacement with weights `score - min + 1` from an RNG seeded by
+/// `seed`, so a session's requests agree and load still spreads.
+///
+/// The top K are found with a partial selection (`select_nth_unstable`),
+/// O(n) rather than a heap's O(n log k).
+pub(crate) fn scored_order(
+    candidates: &[Candidate],
+    weights: &ScoreWeights,
+    top_k: usize,
+    seed: u64,
+) -> Scored {
+    let scores = scores(candidates, weights);
+    let mut ranked: Vec<usize> = (0..candidates.len()).collect();
+    let k = top_k
+        .clamp(1, candidates.len().max(1))
+        .min(candidates.len());
+    if k < ranked.len() {
+        ranked.select_nth_unstable_by(k - 1, |&a, &b| better(candidates, &scores, a, b));
+        ranked.truncate(k);
+    }
+    ranked.sort_by(|&a, &b| better(candidates, &scores, a, b));
+    let min = ranked
+        .iter()
+        .map(|&i| scores[i])
+        .fold(f64::INFINITY, f64::min);
+    let mut pool: Vec<(usize, f64)> = ranked
+        .iter()
+        .map(|&i| {
+            let w = scores[i] - min + 1.0;
+            (i, if w.is_finite() && w > 0.0 { w } else { 1.0 })
+        })
+        .collect();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut order = Vec::with_capacity(pool.len());
+    while !pool.is_empty() {
+        let total: f64 = pool.iter().map(|(_, w)| w).sum();
+        let mut roll = rng.random::<f64>() * total;
+        let mut pick = pool.len() - 1;
+        for (at, (_, w)) in pool.iter().enumerate() {
+            if roll < *w {
+                pick = at;
+                break;
+            }
+            roll -= w;
+        }
+        order.push(pool.remove(pick).0);
+    }
+    Scored {
+        order,
+        top_k: k,
+        load_skew: load_skew(candidates),
+    }
+}
+
+/// The standard deviation of the load rates.
+pub(crate) fn load_skew(candidates: &[Candidate]) -> f64 {
+    if candidates.len() < 2 {
+        return 0.0;
+    }
+    let n = candidates.len() as f64;
+    let (sum, squares) = candidates.iter().fold((0.0, 0.0), |(s, q), c| {
+        let r = f64::from(c.load_rate());
+        (s + r, q + r * r)
+    });
+    let mean = sum / n;
+    (squares / n - mean * mean).max(0.0).sqrt()
+}
+
+/// FNV-1a over the selection's anchors: one session (or previous response)
+/// gets the same order each time.
+pub(crate) fn selection_seed(anchors: &[Option<&str>], entropy: Option<u64>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for anchor in anchors.iter().flatten() {
+        for byte in anchor.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash ^ entropy.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

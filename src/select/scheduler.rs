@@ -1,0 +1,602 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::account::{Account, AccountId, Platform};
+use crate::endpoint::Endpoint;
+use crate::error::RelayError;
+use crate::state::{MemoryStore, SlotGuard, SlotLimits, StateError, StateStore};
+use crate::stats::RuntimeStats;
+
+use super::config::{SchedulingConfig, SelectionPolicy};
+use super::decision::{Counters, Decision, DecisionLayer, SchedulerMetrics};
+use super::pool::AccountPool;
+use super::rank::{self, Candidate};
+
+/// While waiting for a slot, look again this often even without a signal:
+/// a release on another replica or a missed wake-up cannot strand a waiter.
+const WAIT_RECHECK: Duration = Duration::from_millis(250);
+
+/// Accounts that already failed this request (request extension, kept up
+/// to date by failover); selection skips them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Excluded(pub HashSet<AccountId>);
+
+/// What a selection needs to know of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectRequest<'a> {
+    /// The endpoint called.
+    pub endpoint: Endpoint,
+    /// The model the client asked for.
+    pub model: &'a str,
+    /// The caller's group (`None`: any account).
+    pub group: Option<&'a str>,
+    /// The session, when one was derived.
+    pub session: Option<&'a str>,
+    /// `previous_response_id`, for Responses affinity.
+    pub previous_response_id: Option<&'a str>,
+    /// Accounts not to choose.
+    pub excluded: Option<&'a Excluded>,
+}
+
+/// An account chosen for a request, with its slot.
+#[derive(Debug)]
+pub struct Selection {
+    /// The account.
+    pub account: Arc<Account>,
+    /// Its concurrency slot; dropping it frees the slot.
+    pub slot: SlotGuard,
+    /// Why it was chosen.
+    pub decision: Decision,
+}
+
+/// Chooses accounts: previous-response affinity, session stickiness, then
+/// the configured policy (load-aware or scored top-K, optionally tier by
+/// tier), with wait plans when every candidate is busy.
+///
+/// Cheap to clone (shared).
+///
+/// # Examples
+///
+/// ```
+/// use secrecy::SecretString;
+/// use tower_llm_relay::select::{Scheduler, SchedulingConfig, SelectRequest};
+/// use tower_llm_relay::{Account, AccountPool, Credentials, Endpoint, Platform};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let key = || Credentials::ApiKey(SecretString::from("k"));
+/// let pool = AccountPool::new([
+///     Account::builder("a", Platform::Anthropic, key()).concurrency(1).build(),
+///     Account::builder("b", Platform::Anthropic, key()).concurrency(1).build(),
+/// ]);
+/// let scheduler = Scheduler::new(pool, SchedulingConfig::default());
+/// let request = SelectRequest {
+///     endpoint: Endpoint::Messages,
+///     model: "claude-sonnet-4-5",
+///     group: Some("default"),
+///     session: None,
+///     previous_response_id: None,
+///     excluded: None,
+/// };
+/// let first = scheduler.select(&request).await.unwrap();
+/// let second = scheduler.select(&request).await.unwrap();
+/// // `a` is full: the second request goes to `b`.
+/// assert_ne!(first.account.id(), second.account.id());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: AccountPool,
+    store: Arc<dyn StateStore>,
+    stats: RuntimeStats,
+    config: SchedulingConfig,
+    counters: Counters,
+}
+
+fn state_error(e: StateError) -> RelayError {
+    RelayError::State(e)
+}
+
+impl Scheduler {
+    /// A scheduler over `pool` with in-memory state.
+    pub fn new(pool: AccountPool, config: SchedulingConfig) -> Self {
+        Self::with_state(
+            pool,
+            config,
+            Arc::new(MemoryStore::new()),
+            RuntimeStats::new(),
+        )
+    }
+
+    /// A scheduler sharing `store` and `stats` (e.g. with failover).
+    pub fn with_state(
+        pool: AccountPool,
+        config: SchedulingConfig,
+        store: Arc<dyn StateStore>,
+        stats: RuntimeStats,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                store,
+                stats,
+                config,
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The accounts.
+    pub fn pool(&self) -> &AccountPool {
+        &self.inner.pool
+    }
+
+    /// The shared state.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.inner.store
+    }
+
+    /// The runtime statistics.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.inner.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SchedulingConfig {
+        &self.inner.config
+    }
+
+    /// Counters over every decision so far.
+    pub fn metrics(&self) -> SchedulerMetrics {
+        self.inner.counters.snapshot()
+    }
+
+    /// Counts an account switch (called by failover).
+    pub fn record_switch(&self) {
+        self.inner.counters.record_switch();
+    }
+
+    fn policy(&self, endpoint: Endpoint) -> SelectionPolicy {
+        match endpoint.platform() {
+            Platform::Anthropic => self.inner.config.anthropic_policy,
+            Platform::OpenAi => self.inner.config.openai_policy,
+        }
+    }
+
+    /// Chooses an account for `req` and takes a slot on it, waiting per the
+    /// wait plan when every candidate is busy.
+    pub async fn select(&self, req: &SelectRequest<'_>) -> Result<Selection, RelayError> {
+        let started = Instant::now();
+        let inner = &self.inner;
+        let group = req.group.unwrap_or("");
+        let excluded = |id: &AccountId| req.excluded.is_some_and(|e| e.0.contains(id));
+        let accounts: Vec<&Arc<Account>> = inner
+            .pool
+            .candidates(req.endpoint, req.model, req.group)
+            .filter(|a| !excluded(a.id()))
+            .collect();
+        if accounts.is_empty() {
+            return Err(RelayError::NoAccount {
+                model: req.model.to_owned(),
+            });
+        }
+        let ids: Vec<AccountId> = accounts.iter().map(|a| a.id().clone()).collect();
+        let loads = inner.store.loads(&ids).await.map_err(state_error)?;
+        let candidates: Vec<Candidate> = accounts
+            .into_iter()
+            .zip(loads)
+            .map(|(account, load)| Candidate {
+                stats: inner.stats.get(account.id()),
+                account: account.clone(),
+                load,
+            })
+            .collect();
+        let policy = self.policy(req.endpoint);
+
+        // Layer 1 (scored policy): the account that made the previous response.
+        if policy == SelectionPolicy::ScoredTopK {
+            if let Some(previous) = req.previous_response_id {
+                let bound = inner
+                    .store
+                    .response_get(previous)
+                    .await
+                    .map_err(state_error)?;
+                if let Some(c) =
+                    bound.and_then(|id| candidates.iter().find(|c| *c.account.id() == id))
+                {
+                    if let Some(selection) = self
+                        .take_or_wait(
+                            req,
+                            c,
+                            &candidates,
+                            DecisionLayer::PreviousResponse,
+                            started,
+                            true,
+                        )
+                        .await?
+                    {
+                        if let Some(session) = req.session {
+                            let _ = inner
+                                .store
+                                .sticky_set(group, session, c.account.id(), inner.config.sticky_ttl)
+                                .await;
+                        }
+                        return Ok(selection);
+                    }
+                }
+            }
+        }
+
+        // Layer 2: the session's sticky account, while it is healthy.
+        if let Some(session) = req.session {
+            let ttl = inner.config.sticky_ttl;
+            if let Some(id) = inner
+                .store
+                .sticky_get(group, session, ttl)
+                .await
+                .map_err(state_error)?
+            {
+                match candidates.iter().find(|c| *c.account.id() == id) {
+                    Some(c) if self.healthy(c, &candidates) => {
+                        if let Some(selection) = self
+                            .take_or_wait(req, c, &candidates, DecisionLayer::Sticky, started, true)
+                            .await?
+                        {
+                            return Ok(selection);
+                        }
+                    }
+                    // Excluded by failover: the new account's binding will
+                    // replace it. Otherwise it is unhealthy or gone.
+                    _ if excluded(&id) => {}
+                    _ => {
+                        tracing::debug!(account = %id, "sticky binding dropped: account unhealthy or unfit");
+                        inner
+                            .store
+                            .sticky_clear(group, session)
+                            .await
+                            .map_err(state_error)?;
+                    }
+                }
+            }
+        }
+
+        // Layer 3: the policy's order, tier by tier when the chain is on.
+        let (order, top_k, load_skew) = self.order(req, &candidates, policy);
+        for &i in &order {
+            let c = &candidates[i];
+            if !c.has_room() {
+                continue;
+            }
+            if let Some(slot) = self.try_take(c).await? {
+                return Ok(self
+                    .finish(
+                        req,
+                        c,
+                        slot,
+                        DecisionLayer::LoadBalance,
+                        candidates.len(),
+                        top_k,
+                        load_skew,
+                        None,
+                        started,
+                    )
+                    .await);
+            }
+        }
+
+        // Every candidate is busy or cooling down.
+        let waitable: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| candidates[i].load.cooldown.is_none())
+            .collect();
+        let Some(&best) = waitable.first() else {
+            return self.cooling(req, &candidates).await;
+        };
+        let c = &candidates[best];
+        let config = &inner.config;
+        let wait_started = Instant::now();
+        let slot = self
+            .wait(c, config.fallback_wait_timeout, config.fallback_max_waiting)
+            .await?
+            .ok_or(RelayError::Overloaded {
+                retry_after: Some(Duration::from_secs(1)),
+            })?;
+        Ok(self
+            .finish(
+                req,
+                c,
+                slot,
+                DecisionLayer::LoadBalance,
+                candidates.len(),
+                top_k,
+                load_skew,
+                Some(wait_started.elapsed()),
+                started,
+            )
+            .await)
+    }
+
+    /// Every candidate cools down: wait for the soonest if it ends soon
+    /// enough, else answer at once with `retry-after`.
+    async fn cooling(
+        &self,
+        req: &SelectRequest<'_>,
+        candidates: &[Candidate],
+    ) -> Result<Selection, RelayError> {
+        let soonest = candidates
+            .iter()
+            .filter_map(|c| c.load.cooldown.map(|(left, _)| left))
+            .min()
+            .unwrap_or_default();
+        if soonest <= self.inner.config.cooldown_wait_max {
+            tokio::time::sleep(soonest).await;
+            return Box::pin(self.select(req)).await;
+        }
+        Err(RelayError::CoolingDown {
+            model: req.model.to_owned(),
+            retry_after: soonest,
+        })
+    }
+
+    /// Whether a sticky account is still fit to keep its sessions: its
+    /// error rate and first-token time are not far worse than the pool's.
+    fn healthy(&self, c: &Candidate, all: &[Candidate]) -> bool {
+        if c.load.cooldown.is_some() {
+            return false;
+        }
+        let config = &self.inner.config;
+        // Compared with the others: a lone account is never "worse".
+        let others: Vec<&Candidate> = all
+            .iter()
+            .filter(|o| o.account.id() != c.account.id())
+            .collect();
+        if others.is_empty() {
+            return true;
+        }
+        let mean_error =
+            others.iter().map(|o| o.stats.error_rate).sum::<f64>() / others.len() as f64;
+        if c.stats.error_rate > mean_error + config.sticky_error_rate_margin {
+            return false;
+        }
+        let mut ttfts: Vec<f64> = others.iter().filter_map(|o| o.stats.ttft_ms).collect();
+        if let (Some(own), false) = (c.stats.ttft_ms, ttfts.is_empty()) {
+            ttfts.sort_by(f64::total_cmp);
+            let median = ttfts[ttfts.len() / 2];
+            if own > median * config.sticky_ttft_factor {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The candidates in the order the policy tries them.
+    fn order(
+        &self,
+        req: &SelectRequest<'_>,
+        candidates: &[Candidate],
+        policy: SelectionPolicy,
+    ) -> (Vec<usize>, usize, f64) {
+        let config = &self.inner.config;
+        let rank_group = |members: &[usize]| -> (Vec<usize>, usize, f64) {
+            let subset: Vec<Candidate> = members.iter().map(|&i| candidates[i].clone()).collect();
+            let (order, k, skew) = match policy {
+                SelectionPolicy::LoadAware => (
+                    rank::load_aware_order(&subset),
+                    subset.len(),
+                    rank::load_skew(&subset),
+                ),
+                SelectionPolicy::ScoredTopK => {
+                    let anchored = req.session.is_some() || req.previous_response_id.is_some();
+                    let entropy = (!anchored).then(rand::random::<u64>);
+                    let seed = rank::selection_seed(
+                        &[
+                            req.session,
+                            req.previous_response_id,
+                            Some(req.model),
+                            req.group,
+                        ],
+                        entropy,
+                    );
+                    let scored =
+                        rank::scored_order(&subset, &config.score_weights, config.top_k, seed);
+                    (scored.order, scored.top_k, scored.load_skew)
+                }
+            };
+            (order.into_iter().map(|j| members[j]).collect(), k, skew)
+        };
+        let tiered = config.tier_fallback_chain && req.endpoint.platform() == Platform::Anthropic;
+        if !tiered {
+            let all: Vec<usize> = (0..candidates.len()).collect();
+            return rank_group(&all);
+        }
+        let mut order = Vec::with_capacity(candidates.len());
+        let mut top_k = 0;
+        for tier in 0..=2u8 {
+            let members: Vec<usize> = (0..candidates.len())
+                .filter(|&i| rank::tier(candidates[i].account.account_type()) == tier)
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let (tier_order, k, _) = rank_group(&members);
+            order.extend(tier_order);
+            top_k += k;
+        }
+        (order, top_k, rank::load_skew(candidates))
+    }
+
+    async fn try_take(&self, c: &Candidate) -> Result<Option<SlotGuard>, RelayError> {
+        let limits = SlotLimits {
+            concurrency: c.account.concurrency(),
+            rpm: c.account.rpm(),
+        };
+        self.inner
+            .store
+            .try_acquire(c.account.id(), limits)
+            .await
+            .map_err(state_error)
+    }
+
+    /// Takes a slot on a bound account (previous response or sticky), or
+    /// waits for one when its queue is short; `None` lets the next layer
+    /// choose.
+    async fn take_or_wait(
+        &self,
+        req: &SelectRequest<'_>,
+        c: &Candidate,
+        all: &[Candidate],
+        layer: DecisionLayer,
+        started: Instant,
+        may_wait: bool,
+    ) -> Result<Option<Selection>, RelayError> {
+        if c.account.rpm().is_some_and(|rpm| c.load.rpm_used >= rpm) {
+            return Ok(None);
+        }
+        if let Some(slot) = self.try_take(c).await? {
+            return Ok(Some(
+                self.finish(
+                    req,
+                    c,
+                    slot,
+                    layer,
+                    all.len(),
+                    all.len(),
+                    rank::load_skew(all),
+                    None,
+                    started,
+                )
+                .await,
+            ));
+        }
+        let config = &self.inner.config;
+        if !may_wait || c.load.waiting >= config.sticky_max_waiting {
+            return Ok(None);
+        }
+        let wait_started = Instant::now();
+        // A queue that filled up meanwhile lets load balancing choose.
+        let Some(slot) = self
+            .wait(c, config.sticky_wait_timeout, config.sticky_max_waiting)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let waited = Some(wait_started.elapsed());
+        let skew = rank::load_skew(all);
+        Ok(Some(
+            self.finish(
+                req,
+                c,
+                slot,
+                layer,
+                all.len(),
+                all.len(),
+                skew,
+                waited,
+                started,
+            )
+            .await,
+        ))
+    }
+
+    /// Waits in `c`'s queue for a slot, up to `timeout`: `None` when the
+    /// queue is full, an overloaded error when the wait times out.
+    async fn wait(
+        &self,
+        c: &Candidate,
+        timeout: Duration,
+        max_waiting: u32,
+    ) -> Result<Option<SlotGuard>, RelayError> {
+        let store = &self.inner.store;
+        let id = c.account.id();
+        let overloaded = RelayError::Overloaded {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let Some(ticket) = store
+            .enter_queue(id, max_waiting)
+            .await
+            .map_err(state_error)?
+        else {
+            return Ok(None);
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let released = store.slot_released(id);
+            if let Some(slot) = self.try_take(c).await? {
+                drop(ticket);
+                return Ok(Some(slot));
+            }
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep(WAIT_RECHECK) => {}
+                () = tokio::time::sleep_until(deadline) => return Err(overloaded),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        req: &SelectRequest<'_>,
+        c: &Candidate,
+        slot: SlotGuard,
+        layer: DecisionLayer,
+        candidates: usize,
+        top_k: usize,
+        load_skew: f64,
+        waited: Option<Duration>,
+        started: Instant,
+    ) -> Selection {
+        let inner = &self.inner;
+        let id = c.account.id();
+        inner.stats.touch(id);
+        if let (Some(session), DecisionLayer::LoadBalance) = (req.session, layer) {
+            // A failed binding costs stickiness, not the request.
+            let group = req.group.unwrap_or("");
+            if let Err(e) = inner
+                .store
+                .sticky_set(group, session, id, inner.config.sticky_ttl)
+                .await
+            {
+                tracing::warn!(error = %e, "could not bind the session");
+            }
+        }
+        let tiered =
+            inner.config.tier_fallback_chain && req.endpoint.platform() == Platform::Anthropic;
+        let decision = Decision {
+            account: id.clone(),
+            layer,
+            tier: tiered.then(|| rank::tier(c.account.account_type())),
+            candidates,
+            top_k,
+            load_skew,
+            waited,
+            latency: started.elapsed(),
+        };
+        inner.counters.record(&decision);
+        tracing::debug!(
+            account = %id,
+            layer = layer.as_str(),
+            candidates,
+            top_k,
+            load_skew,
+            waited_ms = waited.map(|w| w.as_millis() as u64),
+            "account selected"
+        );
+        Selection {
+            account: c.account.clone(),
+            slot,
+            decision,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

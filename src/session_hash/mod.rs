@@ -1,0 +1,278 @@
+//! Derives a [`SessionHash`] that keeps one conversation on one account.
+//!
+//! The sources, first match wins (seed 002):
+//!
+//! 1. a configured client header (e.g. `x-session-id`), when set;
+//! 2. `metadata.user_id` containing `session_<uuid>`: that uuid, as is;
+//! 3. the text of blocks marked `cache_control: {type: "ephemeral"}`: the
+//!    system's marked blocks, or else the first message that carries a
+//!    marked block (all its text);
+//! 4. the system text;
+//! 5. the first message's text.
+//!
+//! Texts (and header values) are hashed with SHA-256, keeping the first 16
+//! bytes as 32 hex digits. When no source applies there is no hash, and the
+//! request is scheduled without stickiness.
+//!
+//! # Examples
+//!
+//! ```
+//! use tower_llm_relay::session_hash::SessionHash;
+//! use tower_llm_relay::{Endpoint, ParsedRequest};
+//!
+//! let body = br#"{"model":"m","metadata":{"user_id":"user_x_session_123e4567-e89b-12d3-a456-426614174000"},"messages":[]}"#;
+//! let parsed = ParsedRequest::parse(Endpoint::Messages, body).unwrap();
+//! let hash = SessionHash::from_request(&parsed, None).unwrap();
+//! assert_eq!(hash.as_str(), "123e4567-e89b-12d3-a456-426614174000");
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderName, Request};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::parse::ParsedRequest;
+
+/// A conversation's identity (request extension), when one could be
+/// derived.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionHash(Arc<str>);
+
+impl SessionHash {
+    /// The hash as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 16 bytes of SHA-256 of `text`, in hex.
+    pub fn of_text(text: &str) -> Self {
+        let digest = Sha256::digest(text.as_bytes());
+        let mut hex = String::with_capacity(32);
+        for byte in &digest[..16] {
+            use std::fmt::Write;
+            let _ = write!(hex, "{byte:02x}");
+        }
+        Self(hex.into())
+    }
+
+    /// The hash of a parsed request, with `header` (the configured session
+    /// header's value) first; see the module docs for the order.
+    pub fn from_request(parsed: &ParsedRequest, header: Option<&str>) -> Option<Self> {
+        if let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) {
+            return Some(Self::of_text(value));
+        }
+        if let Some(uuid) = parsed.user_id().and_then(session_uuid) {
+            return Some(Self(uuid.into()));
+        }
+        let system = parsed
+            .system()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        // Chat-style requests carry the conversation in `messages`;
+        // Responses requests in `input`.
+        let messages = parsed
+            .messages()
+            .or(parsed.input())
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        let messages = messages
+            .as_ref()
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let cacheable = cacheable_text(system.as_ref(), messages);
+        if !cacheable.is_empty() {
+            return Some(Self::of_text(&cacheable));
+        }
+        let system_text = system.as_ref().map(text_of).unwrap_or_default();
+        if !system_text.is_empty() {
+            return Some(Self::of_text(&system_text));
+        }
+        let instructions = parsed
+            .instructions()
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .map(|v| text_of(&v))
+            .unwrap_or_default();
+        if !instructions.is_empty() {
+            return Some(Self::of_text(&instructions));
+        }
+        let first = match messages.first() {
+            Some(message) => message.get("content").map(text_of).unwrap_or_default(),
+            // A Responses `input` may be one plain string.
+            None => parsed
+                .input()
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .unwrap_or_default(),
+        };
+        (!first.is_empty()).then(|| Self::of_text(&first))
+    }
+}
+
+impl fmt::Display for SessionHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The uuid of a `session_<uuid>` inside `user_id` (36 characters of
+/// lowercase hex and dashes).
+fn session_uuid(user_id: &str) -> Option<&str> {
+    let mut rest = user_id;
+    while let Some(at) = rest.find("session_") {
+        let candidate = &rest[at + 8..];
+        let uuid = candidate.get(..36);
+        if let Some(uuid) = uuid.filter(|u| {
+            u.bytes()
+                .all(|b| matches!(b, b'a'..=b'f' | b'0'..=b'9' | b'-'))
+        }) {
+            return Some(uuid);
+        }
+        rest = &rest[at + 8..];
+    }
+    None
+}
+
+fn is_ephemeral(block: &Value) -> bool {
+    block
+        .get("cache_control")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        == Some("ephemeral")
+}
+
+/// The cacheable text: the system's marked blocks, else the first message
+/// with a marked block.
+fn cacheable_text(system: Option<&Value>, messages: &[Value]) -> String {
+    let mut text = String::new();
+    if let Some(blocks) = system.and_then(Value::as_array) {
+        for block in blocks.iter().filter(|b| is_ephemeral(b)) {
+            if let Some(t) = block.get("text").and_then(Value::as_str) {
+                text.push_str(t);
+            }
+        }
+    }
+    if !text.is_empty() {
+        return text;
+    }
+    for message in messages {
+        let content = message.get("content");
+        let marked = content
+            .and_then(Value::as_array)
+            .is_some_and(|blocks| blocks.iter().any(is_ephemeral));
+        if marked {
+            return content.map(text_of).unwrap_or_default();
+        }
+    }
+    text
+}
+
+/// The text of a string, or of the `text` blocks of an array.
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| {
+                let kind = b.get("type").and_then(Value::as_str);
+                // Anthropic `text`, OpenAI `text` / `input_text`; system
+                // blocks may omit the type.
+                kind.is_none_or(|k| k == "text" || k == "input_text")
+            })
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Applies [`SetSessionHash`]: see the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct SessionHashLayer {
+    header: Option<HeaderName>,
+}
+
+impl SessionHashLayer {
+    /// Hashes from the body only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets a client header name the session first.
+    pub fn header(mut self, header: Option<HeaderName>) -> Self {
+        self.header = header;
+        self
+    }
+}
+
+impl<S> Layer<S> for SessionHashLayer {
+    type Service = SetSessionHash<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SetSessionHash {
+            inner,
+            header: self.header.clone(),
+        }
+    }
+}
+
+/// Middleware that derives the session hash; see the module docs.
+#[derive(Debug, Clone)]
+pub struct SetSessionHash<S> {
+    inner: S,
+    header: Option<HeaderName>,
+}
+
+impl<S> SetSessionHash<S> {
+    /// A layer for this middleware.
+    pub fn layer() -> SessionHashLayer {
+        SessionHashLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Request<Bytes>> for SetSessionHash<S>
+where
+    S: Service<Request<Bytes>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
+        if let Some(parsed) = req.extensions().get::<ParsedRequest>() {
+            let header = self
+                .header
+                .as_ref()
+                .and_then(|name| req.headers().get(name))
+                .and_then(|v| v.to_str().ok());
+            if let Some(hash) = SessionHash::from_request(parsed, header) {
+                req.extensions_mut().insert(hash);
+            }
+        }
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests;

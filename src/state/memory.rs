@@ -1,0 +1,461 @@
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{
+    AccountLoad, CooldownReason, SlotGuard, SlotLimits, SlotSignal, StateStore, StoreFuture,
+    WaitTicket,
+};
+use crate::account::AccountId;
+
+/// The RPM window: requests are counted per fixed minute.
+const RPM_WINDOW: Duration = Duration::from_secs(60);
+/// Maps are swept for expired entries once they have doubled since the
+/// last sweep, so a sweep's cost is paid by the inserts that grew them.
+const MIN_SWEEP_LEN: usize = 1024;
+
+/// Every piece of shared state, in this process; see [`StateStore`].
+///
+/// Cheap to clone (clones share the state).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_relay::state::{MemoryStore, SlotLimits, StateStore};
+/// use tower_llm_relay::AccountId;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let account = AccountId::from("a1");
+/// let limits = SlotLimits { concurrency: 1, rpm: None };
+/// let slot = store.try_acquire(&account, limits).await.unwrap();
+/// assert!(slot.is_some());
+/// assert!(store.try_acquire(&account, limits).await.unwrap().is_none());
+/// drop(slot);
+/// assert!(store.try_acquire(&account, limits).await.unwrap().is_some());
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    accounts: Mutex<HashMap<AccountId, Slots>>,
+    sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
+    responses: Mutex<ExpiringMap<Arc<str>>>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    in_flight: u32,
+    waiting: u32,
+    window_start: Instant,
+    window_count: u32,
+    cooldown: Option<(Instant, CooldownReason)>,
+    released: Arc<Notify>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            in_flight: 0,
+            waiting: 0,
+            window_start: Instant::now(),
+            window_count: 0,
+            cooldown: None,
+            released: Arc::new(Notify::new()),
+        }
+    }
+}
+
+impl Slots {
+    fn rpm_used(&mut self, now: Instant) -> u32 {
+        if now.duration_since(self.window_start) >= RPM_WINDOW {
+            self.window_start = now;
+            self.window_count = 0;
+        }
+        self.window_count
+    }
+
+    fn cooldown_left(&mut self, now: Instant) -> Option<(Duration, CooldownReason)> {
+        match self.cooldown {
+            Some((until, reason)) if until > now => Some((until - now, reason)),
+            Some(_) => {
+                self.cooldown = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// A map whose entries expire, reclaimed as it grows.
+#[derive(Debug)]
+struct ExpiringMap<K> {
+    entries: HashMap<K, (AccountId, Instant)>,
+    len_after_sweep: usize,
+}
+
+impl<K> Default for ExpiringMap<K> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            len_after_sweep: 0,
+        }
+    }
+}
+
+impl<K: Hash + Eq> ExpiringMap<K> {
+    fn get_refresh(&mut self, key: &K, now: Instant, ttl: Option<Duration>) -> Option<AccountId> {
+        let (account, expires) = self.entries.get_mut(key)?;
+        if *expires <= now {
+            self.entries.remove(key);
+            return None;
+        }
+        if let Some(ttl) = ttl {
+            *expires = now + ttl;
+        }
+        Some(account.clone())
+    }
+
+    fn insert(&mut self, key: K, account: AccountId, now: Instant, ttl: Duration) {
+        self.entries.insert(key, (account, now + ttl));
+        if self.entries.len() >= MIN_SWEEP_LEN.max(self.len_after_sweep * 2) {
+            self.entries.retain(|_, (_, expires)| *expires > now);
+            self.len_after_sweep = self.entries.len();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sticky bindings held (expired ones not yet reclaimed included).
+    pub fn sticky_len(&self) -> usize {
+        lock(&self.inner.sticky).len()
+    }
+
+    /// Slots held on `account`.
+    pub fn in_flight(&self, account: &AccountId) -> u32 {
+        lock(&self.inner.accounts)
+            .get(account)
+            .map_or(0, |s| s.in_flight)
+    }
+
+    /// Requests waiting on `account`.
+    pub fn waiting(&self, account: &AccountId) -> u32 {
+        lock(&self.inner.accounts)
+            .get(account)
+            .map_or(0, |s| s.waiting)
+    }
+}
+
+impl Inner {
+    fn release(&self, account: &AccountId) {
+        let mut accounts = lock(&self.accounts);
+        if let Some(slots) = accounts.get_mut(account) {
+            slots.in_flight = slots.in_flight.saturating_sub(1);
+            // One waiter per freed slot, first come first served.
+            slots.released.notify_one();
+        }
+    }
+
+    fn leave_queue(&self, account: &AccountId) {
+        if let Some(slots) = lock(&self.accounts).get_mut(account) {
+            slots.waiting = slots.waiting.saturating_sub(1);
+        }
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn sticky_get<'a>(
+        &'a self,
+        group: &'a str,
+        session: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<AccountId>> {
+        let key = (Arc::from(group), Arc::from(session));
+        ready(lock(&self.inner.sticky).get_refresh(&key, Instant::now(), Some(ttl)))
+    }
+
+    fn sticky_set<'a>(
+        &'a self,
+        group: &'a str,
+        session: &'a str,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let key = (Arc::from(group), Arc::from(session));
+        lock(&self.inner.sticky).insert(key, account.clone(), Instant::now(), ttl);
+        ready(())
+    }
+
+    fn sticky_clear<'a>(&'a self, group: &'a str, session: &'a str) -> StoreFuture<'a, ()> {
+        let key = (Arc::from(group), Arc::from(session));
+        lock(&self.inner.sticky).entries.remove(&key);
+        ready(())
+    }
+
+    fn response_get<'a>(&'a self, response_id: &'a str) -> StoreFuture<'a, Option<AccountId>> {
+        let key: Arc<str> = Arc::from(response_id);
+        ready(lock(&self.inner.responses).get_refresh(&key, Instant::now(), None))
+    }
+
+    fn response_set<'a>(
+        &'a self,
+        response_id: &'a str,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        lock(&self.inner.responses).insert(
+            Arc::from(response_id),
+            account.clone(),
+            Instant::now(),
+            ttl,
+        );
+        ready(())
+    }
+
+    fn loads<'a>(&'a self, accounts: &'a [AccountId]) -> StoreFuture<'a, Vec<AccountLoad>> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.accounts);
+        let loads = accounts
+            .iter()
+            .map(|id| match state.get_mut(id) {
+                Some(slots) => AccountLoad {
+                    in_flight: slots.in_flight,
+                    waiting: slots.waiting,
+                    rpm_used: slots.rpm_used(now),
+                    cooldown: slots.cooldown_left(now),
+                },
+                None => AccountLoad::default(),
+            })
+            .collect();
+        ready(loads)
+    }
+
+    fn try_acquire<'a>(
+        &'a self,
+        account: &'a AccountId,
+        limits: SlotLimits,
+    ) -> StoreFuture<'a, Option<SlotGuard>> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.accounts);
+        let slots = state.entry(account.clone()).or_default();
+        let rpm_full = limits.rpm.is_some_and(|rpm| slots.rpm_used(now) >= rpm);
+        if slots.in_flight >= limits.concurrency || rpm_full {
+            return ready(None);
+        }
+        slots.in_flight += 1;
+        slots.window_count += 1;
+        drop(state);
+        let inner = self.inner.clone();
+        let id = account.clone();
+        ready(Some(SlotGuard::new(account.clone(), move || {
+            inner.release(&id)
+        })))
+    }
+
+    fn enter_queue<'a>(
+        &'a self,
+        account: &'a AccountId,
+        max_waiting: u32,
+    ) -> StoreFuture<'a, Option<WaitTicket>> {
+        let mut state = lock(&self.inner.accounts);
+        let slots = state.entry(account.clone()).or_default();
+        if slots.waiting >= max_waiting {
+            return ready(None);
+        }
+        slots.waiting += 1;
+        drop(state);
+        let inner = self.inner.clone();
+        let id = account.clone();
+        ready(Some(WaitTicket::new(move || inner.leave_queue(&id))))
+    }
+
+    fn slot_released(&self, account: &AccountId) -> SlotSignal {
+        let notify = lock(&self.inner.accounts)
+            .entry(account.clone())
+            .or_default()
+            .released
+            .clone();
+        let mut notified = Box::pin(notify.notified_owned());
+        // Registered now: a release between this call and the first poll
+        // still wakes this waiter.
+        notified.as_mut().enable();
+        notified
+    }
+
+    fn set_cooldown<'a>(
+        &'a self,
+        account: &'a AccountId,
+        duration: Duration,
+        reason: CooldownReason,
+    ) -> StoreFuture<'a, ()> {
+        let until = Instant::now() + duration;
+        let mut state = lock(&self.inner.accounts);
+        let slots = state.entry(account.clone()).or_default();
+        if slots.cooldown.is_none_or(|(current, _)| current < until) {
+            slots.cooldown = Some((until, reason));
+        }
+        ready(())
+    }
+
+    fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()> {
+        if let Some(slots) = lock(&self.inner.accounts).get_mut(account) {
+            slots.cooldown = None;
+        }
+        ready(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AccountId {
+        AccountId::from(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sticky_bindings_expire_and_refresh_on_hit() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(10);
+        store.sticky_set("g", "s", &id("a"), ttl).await.unwrap();
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(
+            store.sticky_get("g", "s", ttl).await.unwrap(),
+            Some(id("a"))
+        );
+        // The hit refreshed the TTL: 8 s later it is still there.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(
+            store.sticky_get("g", "s", ttl).await.unwrap(),
+            Some(id("a"))
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(store.sticky_get("g", "s", ttl).await.unwrap(), None);
+        // Groups do not share bindings.
+        store.sticky_set("g", "s", &id("a"), ttl).await.unwrap();
+        assert_eq!(store.sticky_get("other", "s", ttl).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_million_expired_sessions_are_reclaimed() {
+        let store = MemoryStore::new();
+        let short = Duration::from_secs(1);
+        for i in 0..1_000_000u32 {
+            if i % 100_000 == 0 {
+                tokio::time::advance(Duration::from_secs(2)).await;
+            }
+            store
+                .sticky_set("g", &i.to_string(), &id("a"), short)
+                .await
+                .unwrap();
+        }
+        // Only entries from the last stretch can be live; sweeps bound the
+        // map to about twice that.
+        assert!(
+            store.sticky_len() <= 2 * 100_000 + MIN_SWEEP_LEN,
+            "{}",
+            store.sticky_len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_windows_limit_and_reset() {
+        let store = MemoryStore::new();
+        let limits = SlotLimits {
+            concurrency: 10,
+            rpm: Some(2),
+        };
+        let a = id("a");
+        let s1 = store.try_acquire(&a, limits).await.unwrap();
+        let s2 = store.try_acquire(&a, limits).await.unwrap();
+        assert!(s1.is_some() && s2.is_some());
+        drop((s1, s2));
+        assert!(store.try_acquire(&a, limits).await.unwrap().is_none());
+        assert_eq!(
+            store.loads(std::slice::from_ref(&a)).await.unwrap()[0].rpm_used,
+            2
+        );
+        tokio::time::advance(RPM_WINDOW).await;
+        assert!(store.try_acquire(&a, limits).await.unwrap().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldowns_keep_the_longest_and_expire() {
+        let store = MemoryStore::new();
+        let a = id("a");
+        store
+            .set_cooldown(&a, Duration::from_secs(30), CooldownReason::RateLimited)
+            .await
+            .unwrap();
+        store
+            .set_cooldown(&a, Duration::from_secs(5), CooldownReason::Overloaded)
+            .await
+            .unwrap();
+        let load = &store.loads(std::slice::from_ref(&a)).await.unwrap()[0];
+        assert_eq!(
+            load.cooldown,
+            Some((Duration::from_secs(30), CooldownReason::RateLimited))
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(
+            store.loads(std::slice::from_ref(&a)).await.unwrap()[0].cooldown,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_and_tickets_leave_on_drop() {
+        let store = MemoryStore::new();
+        let a = id("a");
+        let t1 = store.enter_queue(&a, 2).await.unwrap();
+        let t2 = store.enter_queue(&a, 2).await.unwrap();
+        assert!(t1.is_some() && t2.is_some());
+        assert!(store.enter_queue(&a, 2).await.unwrap().is_none());
+        assert_eq!(store.waiting(&a), 2);
+        drop(t1);
+        assert_eq!(store.waiting(&a), 1);
+    }
+
+    #[tokio::test]
+    async fn a_release_wakes_a_signal_made_before_it() {
+        let store = MemoryStore::new();
+        let a = id("a");
+        let limits = SlotLimits {
+            concurrency: 1,
+            rpm: None,
+        };
+        let slot = store.try_acquire(&a, limits).await.unwrap();
+        let signal = store.slot_released(&a);
+        drop(slot);
+        tokio::time::timeout(Duration::from_secs(1), signal)
+            .await
+            .unwrap();
+        assert_eq!(store.in_flight(&a), 0);
+    }
+}

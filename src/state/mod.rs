@@ -1,0 +1,240 @@
+//! What replicas must share: sticky bindings, response affinity,
+//! concurrency slots and waiters, cooldowns and RPM windows.
+//!
+//! [`StateStore`] is the one interface; every method is one round trip to
+//! a remote store (Redis runs each as one script), so the hot path pays at
+//! most a handful of them per request. [`MemoryStore`] keeps it all in this
+//! process and is the default.
+//!
+//! Slots are leases: [`StateStore::try_acquire`] takes one if the account
+//! has room, and the returned [`SlotGuard`] gives it back when dropped —
+//! it rides in the response body, so a stream holds its slot until it ends.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::account::AccountId;
+
+/// A boxed future of a store operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
+/// A future that resolves when a slot may have been freed on an account.
+/// Spurious wake-ups are allowed: the waiter simply tries again.
+pub type SlotSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The shared store could not answer.
+#[derive(Debug, Clone)]
+pub struct StateError(Arc<str>);
+
+impl StateError {
+    /// An error with a message (no credentials, no keys).
+    pub fn new(message: impl Into<Arc<str>>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "state store: {}", self.0)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Why an account is cooling down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CooldownReason {
+    /// The upstream rate-limited it (429).
+    RateLimited,
+    /// The upstream said it is overloaded (529, 503).
+    Overloaded,
+    /// A spend or usage cap was reached.
+    UsageCap,
+    /// Its credentials were refused (401/403).
+    AuthFailed,
+    /// Server errors or transport failures.
+    UpstreamError,
+    /// An operator took it out.
+    Manual,
+}
+
+impl CooldownReason {
+    /// A short name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::UsageCap => "usage_cap",
+            Self::AuthFailed => "auth_failed",
+            Self::UpstreamError => "upstream_error",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// An account's shared state at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountLoad {
+    /// Requests in flight (slots held).
+    pub in_flight: u32,
+    /// Requests waiting for a slot.
+    pub waiting: u32,
+    /// Requests started in the current minute window.
+    pub rpm_used: u32,
+    /// Time left on a cooldown, and why.
+    pub cooldown: Option<(Duration, CooldownReason)>,
+}
+
+/// What limits a slot acquisition checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotLimits {
+    /// The most slots at once.
+    pub concurrency: u32,
+    /// The most requests per minute window, if limited.
+    pub rpm: Option<u32>,
+}
+
+/// Gives a slot back when dropped. Dropping twice is impossible; releasing
+/// is idempotent in every store.
+pub struct SlotGuard {
+    release: Option<Box<dyn FnOnce() + Send + Sync>>,
+    account: AccountId,
+}
+
+impl SlotGuard {
+    /// A guard that runs `release` once, when dropped.
+    pub fn new(account: AccountId, release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            release: Some(Box::new(release)),
+            account,
+        }
+    }
+
+    /// The account the slot is on.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+impl fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotGuard")
+            .field("account", &self.account)
+            .finish()
+    }
+}
+
+/// Leaves an account's wait queue when dropped (a client gone while
+/// waiting leaves at once).
+pub struct WaitTicket {
+    leave: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl WaitTicket {
+    /// A ticket that runs `leave` once, when dropped.
+    pub fn new(leave: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            leave: Some(Box::new(leave)),
+        }
+    }
+}
+
+impl Drop for WaitTicket {
+    fn drop(&mut self) {
+        if let Some(leave) = self.leave.take() {
+            leave();
+        }
+    }
+}
+
+impl fmt::Debug for WaitTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WaitTicket")
+    }
+}
+
+/// The shared state behind scheduling; see the module docs.
+///
+/// Keys are scoped by `group` where a binding belongs to a client group.
+pub trait StateStore: Send + Sync + fmt::Debug + 'static {
+    /// The account bound to a session, refreshing the binding's TTL on a hit.
+    fn sticky_get<'a>(
+        &'a self,
+        group: &'a str,
+        session: &'a str,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<AccountId>>;
+
+    /// Binds a session to an account for `ttl`.
+    fn sticky_set<'a>(
+        &'a self,
+        group: &'a str,
+        session: &'a str,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Removes a session's binding.
+    fn sticky_clear<'a>(&'a self, group: &'a str, session: &'a str) -> StoreFuture<'a, ()>;
+
+    /// The account that produced a response id (OpenAI Responses).
+    fn response_get<'a>(&'a self, response_id: &'a str) -> StoreFuture<'a, Option<AccountId>>;
+
+    /// Remembers which account produced a response id, for `ttl`.
+    fn response_set<'a>(
+        &'a self,
+        response_id: &'a str,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The load of each account, in order, in one round trip.
+    fn loads<'a>(&'a self, accounts: &'a [AccountId]) -> StoreFuture<'a, Vec<AccountLoad>>;
+
+    /// Takes a slot on `account` if it has room under `limits`, counting
+    /// the request in its RPM window.
+    fn try_acquire<'a>(
+        &'a self,
+        account: &'a AccountId,
+        limits: SlotLimits,
+    ) -> StoreFuture<'a, Option<SlotGuard>>;
+
+    /// Joins `account`'s wait queue unless `max_waiting` are already in it.
+    fn enter_queue<'a>(
+        &'a self,
+        account: &'a AccountId,
+        max_waiting: u32,
+    ) -> StoreFuture<'a, Option<WaitTicket>>;
+
+    /// A signal that fires when a slot on `account` is released after this
+    /// call. Create it before trying to acquire, so no release is missed.
+    fn slot_released(&self, account: &AccountId) -> SlotSignal;
+
+    /// Cools `account` down for `duration` (a longer cooldown already in
+    /// force is kept).
+    fn set_cooldown<'a>(
+        &'a self,
+        account: &'a AccountId,
+        duration: Duration,
+        reason: CooldownReason,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Ends `account`'s cooldown now.
+    fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()>;
+}

@@ -1,0 +1,139 @@
+//! Per-replica runtime statistics of each account: error-rate and
+//! first-token-time EWMAs (seed 001, α = 0.2) and recency of use. They feed
+//! scored selection and the health check of sticky bindings; they may
+//! differ between replicas by design.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::account::AccountId;
+
+/// The EWMA smoothing factor.
+pub const EWMA_ALPHA: f64 = 0.2;
+
+/// What is known of one account.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccountStats {
+    /// Error-rate EWMA, 0.0 to 1.0.
+    pub error_rate: f64,
+    /// First-token time EWMA in milliseconds, once a stream reported one.
+    pub ttft_ms: Option<f64>,
+    /// When it was last chosen, as a sequence number (0: never); higher is
+    /// more recent.
+    pub last_used: u64,
+}
+
+#[derive(Debug)]
+struct Cell {
+    error_rate: AtomicU64,
+    ttft_ms: AtomicU64,
+    last_used: AtomicU64,
+}
+
+impl Default for Cell {
+    fn default() -> Self {
+        Self {
+            error_rate: AtomicU64::new(0f64.to_bits()),
+            ttft_ms: AtomicU64::new(f64::NAN.to_bits()),
+            last_used: AtomicU64::new(0),
+        }
+    }
+}
+
+fn update_ewma(cell: &AtomicU64, sample: f64) {
+    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+        let old = f64::from_bits(bits);
+        let new = if old.is_nan() {
+            sample
+        } else {
+            EWMA_ALPHA * sample + (1.0 - EWMA_ALPHA) * old
+        };
+        Some(new.to_bits())
+    });
+}
+
+/// Runtime statistics of every account; cheap to clone (shared).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_relay::stats::RuntimeStats;
+/// use tower_llm_relay::AccountId;
+///
+/// let stats = RuntimeStats::new();
+/// let a = AccountId::from("a");
+/// stats.report(&a, false, None);
+/// assert!((stats.get(&a).error_rate - 0.2).abs() < 1e-9);
+/// stats.report(&a, true, Some(Duration::from_millis(300)));
+/// assert_eq!(stats.get(&a).ttft_ms, Some(300.0));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeStats {
+    cells: Arc<RwLock<HashMap<AccountId, Arc<Cell>>>>,
+    clock: Arc<AtomicU64>,
+}
+
+impl RuntimeStats {
+    /// No statistics yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn cell(&self, account: &AccountId) -> Arc<Cell> {
+        if let Some(cell) = self
+            .cells
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(account)
+        {
+            return cell.clone();
+        }
+        self.cells
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(account.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Records an attempt's outcome and, for streams, its first-token time.
+    pub fn report(&self, account: &AccountId, success: bool, first_token: Option<Duration>) {
+        let cell = self.cell(account);
+        update_ewma(&cell.error_rate, if success { 0.0 } else { 1.0 });
+        if let Some(ttft) = first_token.filter(|t| !t.is_zero()) {
+            update_ewma(&cell.ttft_ms, ttft.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Marks `account` as just chosen.
+    pub fn touch(&self, account: &AccountId) {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        self.cell(account).last_used.store(now, Ordering::Relaxed);
+    }
+
+    /// What is known of `account`.
+    pub fn get(&self, account: &AccountId) -> AccountStats {
+        let cells = self
+            .cells
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cells.get(account) {
+            None => AccountStats {
+                error_rate: 0.0,
+                ttft_ms: None,
+                last_used: 0,
+            },
+            Some(cell) => {
+                let ttft = f64::from_bits(cell.ttft_ms.load(Ordering::Relaxed));
+                AccountStats {
+                    error_rate: f64::from_bits(cell.error_rate.load(Ordering::Relaxed)),
+                    ttft_ms: (!ttft.is_nan()).then_some(ttft),
+                    last_used: cell.last_used.load(Ordering::Relaxed),
+                }
+            }
+        }
+    }
+}
