@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
 
 /// A boxed, type-erased error, as tower and hyper use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,6 +79,70 @@ impl Body for RelayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// A body that holds a value — a concurrency slot, a permit — until the
+    /// body ends, fails, or is dropped (the client went away), so a stream
+    /// keeps what it holds for exactly as long as it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use http_body_util::BodyExt;
+    /// use tower_llm_relay::{HoldUntilEnd, RelayBody};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let held = Arc::new(());
+    /// let body = HoldUntilEnd::new(RelayBody::full("data"), held.clone());
+    /// assert_eq!(Arc::strong_count(&held), 2);
+    /// body.collect().await.unwrap();
+    /// assert_eq!(Arc::strong_count(&held), 1);
+    /// # }
+    /// ```
+    pub struct HoldUntilEnd<T> {
+        #[pin]
+        inner: RelayBody,
+        held: Option<T>,
+    }
+}
+
+impl<T> HoldUntilEnd<T> {
+    /// Holds `held` for the life of `inner`.
+    pub fn new(inner: RelayBody, held: T) -> Self {
+        Self {
+            inner,
+            held: Some(held),
+        }
+    }
+}
+
+impl<T> Body for HoldUntilEnd<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            // Let go as soon as the stream is over, not when the server
+            // gets round to dropping the body.
+            this.held.take();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,6 +14,7 @@ use crate::auth::AuthLayer;
 use crate::beta_header::BetaHeaderLayer;
 use crate::body::{BoxError, RelayBody};
 use crate::body_limit::{BodyLimitLayer, DEFAULT_BODY_LIMIT};
+use crate::client_limit::ClientLimitLayer;
 use crate::credentials::CredentialsLayer;
 use crate::error_response::ErrorResponseLayer;
 use crate::header_whitelist::HeaderWhitelistLayer;
@@ -35,7 +36,7 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, `GET /v1/models`, parsing, session hash, account selection, model mapping,
+/// auth, per-key limits, `GET /v1/models`, parsing, session hash, account selection, model mapping,
 /// header allow-list, `anthropic-beta`, credentials, upstream.
 ///
 /// # Examples
@@ -189,7 +190,8 @@ impl RelayBuilder {
             .relay_request_id()
             .relay_error_response()
             .relay_body_limit(self.body_limit)
-            .relay_auth(self.keys)
+            .relay_auth(self.keys.clone())
+            .relay_client_limit(&self.keys)
             .relay_list_models(self.pool.clone())
             .relay_parse_request()
             .layer(SessionHashLayer::new().header(session_header))
@@ -227,6 +229,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn relay_body_limit(self, limit: usize) -> ServiceBuilder<Stack<BodyLimitLayer, L>>;
     /// See [`crate::auth`].
     fn relay_auth(self, keys: Arc<ClientKeys>) -> ServiceBuilder<Stack<AuthLayer, L>>;
+    /// See [`crate::client_limit`].
+    fn relay_client_limit(self, keys: &ClientKeys) -> ServiceBuilder<Stack<ClientLimitLayer, L>>;
     /// See [`crate::list_models`].
     fn relay_list_models(self, pool: AccountPool) -> ServiceBuilder<Stack<ListModelsLayer, L>>;
     /// See [`crate::parse`].
@@ -268,6 +272,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn relay_auth(self, keys: Arc<ClientKeys>) -> ServiceBuilder<Stack<AuthLayer, L>> {
         self.layer(AuthLayer::new(keys))
+    }
+
+    fn relay_client_limit(self, keys: &ClientKeys) -> ServiceBuilder<Stack<ClientLimitLayer, L>> {
+        self.layer(ClientLimitLayer::new(keys.principals()))
     }
 
     fn relay_list_models(self, pool: AccountPool) -> ServiceBuilder<Stack<ListModelsLayer, L>> {

@@ -44,6 +44,13 @@ pub enum RelayError {
     InvalidApiKey,
     /// The request is malformed (400, `invalid_request_error`).
     InvalidRequest(String),
+    /// The client key is over its own rate or concurrency limit (429).
+    ClientRateLimited {
+        /// When a request would be allowed again.
+        retry_after: Duration,
+        /// Which limit: `rpm` or `concurrency`.
+        limit: &'static str,
+    },
     /// The client key may not use this model (403).
     ModelNotAllowed(String),
     /// No such path (404).
@@ -85,6 +92,7 @@ impl RelayError {
             Self::BodyRead(_) | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::MissingApiKey | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::ClientRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::State(_) => {
@@ -105,6 +113,7 @@ impl RelayError {
         match self {
             Self::CoolingDown { retry_after, .. } => Some(*retry_after),
             Self::Overloaded { retry_after } => *retry_after,
+            Self::ClientRateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -118,6 +127,7 @@ impl RelayError {
                     Self::BodyRead(_) | Self::InvalidRequest(_) => "invalid_request_error",
                     Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
                     Self::ModelNotAllowed(_) => "permission_error",
+                    Self::ClientRateLimited { .. } => "rate_limit_error",
                     Self::NotFound | Self::MethodNotAllowed => "not_found_error",
                     Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::Overloaded { .. } => {
                         "overloaded_error"
@@ -140,6 +150,9 @@ impl RelayError {
             }
             (ApiFormat::OpenAi, Self::ModelNotAllowed(_)) => {
                 ("invalid_request_error", Some("model_not_allowed"))
+            }
+            (ApiFormat::OpenAi, Self::ClientRateLimited { .. }) => {
+                ("requests", Some("rate_limit_exceeded"))
             }
             (ApiFormat::OpenAi, Self::NotFound) => ("invalid_request_error", Some("not_found")),
             (ApiFormat::OpenAi, Self::MethodNotAllowed) => {
@@ -211,6 +224,15 @@ impl fmt::Display for RelayError {
             }
             Self::InvalidApiKey => f.write_str("invalid API key"),
             Self::InvalidRequest(message) => f.write_str(message),
+            Self::ClientRateLimited {
+                limit: "concurrency",
+                ..
+            } => {
+                f.write_str("this API key has too many requests in flight; retry when one finishes")
+            }
+            Self::ClientRateLimited { .. } => {
+                f.write_str("this API key is over its requests-per-minute limit; retry later")
+            }
             Self::ModelNotAllowed(model) => {
                 write!(f, "this API key may not use model `{model}`")
             }

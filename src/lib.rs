@@ -52,6 +52,7 @@ mod principal;
 pub mod auth;
 pub mod beta_header;
 pub mod body_limit;
+pub mod client_limit;
 pub mod credentials;
 pub mod error_response;
 pub mod header_whitelist;
@@ -74,7 +75,7 @@ pub use account::{
     Account, AccountBuilder, AccountId, AccountType, Credentials, Platform, SelectedAccount,
     ServedBy,
 };
-pub use body::{BoxError, RelayBody};
+pub use body::{BoxError, HoldUntilEnd, RelayBody};
 pub use builder::{RelayBuilder, RelayService, ServiceBuilderExt};
 pub use endpoint::{ApiFormat, Endpoint};
 pub use error::{RelayError, UpstreamError, UpstreamErrorKind};

@@ -94,6 +94,8 @@ struct Shared {
     open_streams: AtomicUsize,
     completed_streams: AtomicUsize,
     cancelled_streams: AtomicUsize,
+    // Per credential: requests being answered now, and the most at once.
+    in_flight: Mutex<HashMap<String, (usize, usize)>>,
     // Dropped with the mock: every waiting task sees its `changed()` end.
     stopped: watch::Receiver<()>,
 }
@@ -148,6 +150,7 @@ impl MockUpstreamBuilder {
             open_streams: AtomicUsize::new(0),
             completed_streams: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashMap::new()),
             stopped,
         });
         tokio::spawn(accept_loop(listener, shared.clone()));
@@ -242,6 +245,50 @@ impl MockUpstream {
     /// Streams in progress.
     pub fn open_streams(&self) -> usize {
         self.shared.open_streams.load(Ordering::SeqCst)
+    }
+
+    /// Requests with `credential` being answered now (a stream counts
+    /// until it ends).
+    pub fn in_flight(&self, credential: &str) -> usize {
+        lock(&self.shared.in_flight)
+            .get(credential)
+            .map_or(0, |c| c.0)
+    }
+
+    /// The most requests with `credential` ever answered at once.
+    pub fn peak_in_flight(&self, credential: &str) -> usize {
+        lock(&self.shared.in_flight)
+            .get(credential)
+            .map_or(0, |c| c.1)
+    }
+}
+
+/// Counts a request in flight for its credential until dropped.
+struct InFlight {
+    shared: Arc<Shared>,
+    credential: String,
+}
+
+impl InFlight {
+    fn start(shared: &Arc<Shared>, credential: Option<&str>) -> Self {
+        let credential = credential.unwrap_or_default().to_owned();
+        let mut counts = lock(&shared.in_flight);
+        let entry = counts.entry(credential.clone()).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(entry.0);
+        drop(counts);
+        Self {
+            shared: shared.clone(),
+            credential,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(entry) = lock(&self.shared.in_flight).get_mut(&self.credential) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }
 
@@ -364,6 +411,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         });
         records.len() - 1
     };
+    let in_flight = InFlight::start(&shared, credential.as_deref());
     let fault = shared.next_fault(credential.as_deref());
     match fault {
         Some(Fault::Hang) => {
@@ -383,6 +431,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         parts.uri.path(),
         &body,
         fault,
+        in_flight,
     );
     shared.record_status(index, response.status());
     Ok(response)
@@ -395,6 +444,7 @@ fn answer(
     path: &str,
     body: &Bytes,
     fault: Option<Fault>,
+    in_flight: InFlight,
 ) -> Response<MockBody> {
     let family = Family::of(path);
     let error = |status: u16, message: &str| {
@@ -495,7 +545,7 @@ fn answer(
         Some(Fault::SlowStream { interval: slow }) => interval = slow,
         _ => {}
     }
-    stream_response(shared.clone(), index, events, interval, cut)
+    stream_response(shared.clone(), index, events, interval, cut, in_flight)
 }
 
 /// A JSON answer whose connection breaks half way.
@@ -525,10 +575,13 @@ fn stream_response(
     events: Vec<Bytes>,
     interval: Duration,
     cut: bool,
+    in_flight: InFlight,
 ) -> Response<MockBody> {
     let (tx, body) = ChannelBody::new();
     shared.open_streams.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
+        // The stream is in flight until its task ends.
+        let _in_flight = in_flight;
         let mut cancelled = false;
         for (i, event) in events.into_iter().enumerate() {
             if i > 0 && !interval.is_zero() {

@@ -33,6 +33,16 @@ impl Drop for Harness {
     }
 }
 
+/// The config of a relay in front of `mock`: the test client key plus
+/// `extra`, where `{base}` stands for the mock's URL.
+pub fn config_for(mock: &MockUpstream, extra: &str) -> Config {
+    let toml = format!(
+        "[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"test\"\n{}",
+        extra.replace("{base}", &mock.base_url())
+    );
+    Config::from_toml(&toml, "test.toml", |_| None).expect("test config is valid")
+}
+
 /// The TOML of one account pointing at `base_url`.
 pub fn account(id: &str, platform: &str, kind: &str, credential: &str, base_url: &str) -> String {
     let secret_field = match kind {
@@ -54,12 +64,8 @@ impl Harness {
 
     /// As [`Harness::start`], with a mock built by the caller.
     pub async fn with_mock(mock: MockUpstream, extra: &str) -> Harness {
-        let toml = format!(
-            "[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"test\"\n{}",
-            extra.replace("{base}", &mock.base_url())
-        );
-        let config = Config::from_toml(&toml, "test.toml", |_| None).expect("test config is valid");
-        Self::serve(mock, config.relay_builder()).await
+        let builder = config_for(&mock, extra).relay_builder();
+        Self::serve(mock, builder).await
     }
 
     /// A mock and a relay built by `builder`.
