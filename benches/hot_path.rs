@@ -1,14 +1,17 @@
 //! Micro-benchmarks of the request path's hot parts, each beside a baseline
-//! measured in the same run.
+//! measured in the same run where one makes sense.
 
-use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use tower_llm_relay::{Endpoint, ParsedRequest};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use secrecy::SecretString;
+use tower_llm_relay::select::{Scheduler, SchedulingConfig, SelectRequest, SelectionPolicy};
+use tower_llm_relay::session_hash::SessionHash;
+use tower_llm_relay::{Account, AccountPool, Credentials, Endpoint, ParsedRequest, Platform};
 
 /// A realistic ~20 KB Messages body: a system prompt and a conversation.
 fn messages_body() -> Vec<u8> {
-    let turn =
-        "Explain how the relay chooses an account and what happens when it fails. ".repeat(4);
+    let turn = "Explain how the relay chooses an account and what happens when it fails. ".repeat(4);
     let messages: Vec<serde_json::Value> = (0..40)
         .map(|i| {
             serde_json::json!({
@@ -22,7 +25,7 @@ fn messages_body() -> Vec<u8> {
         "max_tokens": 1024,
         "stream": true,
         "system": [{"type": "text", "text": "You are a helpful assistant.", "cache_control": {"type": "ephemeral"}}],
-        "metadata": {"user_id": "user_abc_session_2f7c6e0e-1111-4a4a-9b9b-123456789abc"},
+        "metadata": {"user_id": "user_abc"},
         "messages": messages,
     }))
     .unwrap_or_default()
@@ -37,8 +40,60 @@ fn parse(c: &mut Criterion) {
     group.bench_function("parsed_request", |b| {
         b.iter(|| ParsedRequest::parse(Endpoint::Messages, black_box(&body)))
     });
+    group.bench_function("parsed_request_and_session_hash", |b| {
+        b.iter(|| {
+            let parsed = ParsedRequest::parse(Endpoint::Messages, black_box(&body));
+            parsed.map(|p| SessionHash::from_request(&p, None))
+        })
+    });
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn pool(n: usize) -> AccountPool {
+    AccountPool::new((0..n).map(|i| {
+        Account::builder(
+            format!("acct-{i:04}"),
+            Platform::Anthropic,
+            Credentials::ApiKey(SecretString::from("k")),
+        )
+        .priority((i % 3) as i32)
+        .concurrency(1_000_000)
+        .build()
+    }))
+}
+
+fn select(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let mut group = c.benchmark_group("select");
+    for policy in [SelectionPolicy::LoadAware, SelectionPolicy::ScoredTopK] {
+        for n in [10, 100, 1000] {
+            let config = SchedulingConfig {
+                anthropic_policy: policy,
+                ..SchedulingConfig::default()
+            };
+            let scheduler = Scheduler::new(pool(n), config);
+            let name = format!("{policy:?}");
+            group.bench_with_input(BenchmarkId::new(name, n), &scheduler, |b, scheduler| {
+                b.to_async(&runtime).iter(|| async {
+                    let request = SelectRequest {
+                        endpoint: Endpoint::Messages,
+                        model: "claude-sonnet-4-5",
+                        group: Some("default"),
+                        session: Some("5f0c6e1a9b2d4c3e8f7a6b5c4d3e2f10"),
+                        previous_response_id: None,
+                        excluded: None,
+                    };
+                    // Dropping the selection frees its slot for the next round.
+                    scheduler.select(black_box(&request)).await.map(|s| s.decision.candidates)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, select);
 criterion_main!(benches);
