@@ -11,7 +11,8 @@ use tower_llm_relay::{Account, AccountPool, Credentials, Endpoint, ParsedRequest
 
 /// A realistic ~20 KB Messages body: a system prompt and a conversation.
 fn messages_body() -> Vec<u8> {
-    let turn = "Explain how the relay chooses an account and what happens when it fails. ".repeat(4);
+    let turn =
+        "Explain how the relay chooses an account and what happens when it fails. ".repeat(4);
     let messages: Vec<serde_json::Value> = (0..40)
         .map(|i| {
             serde_json::json!({
@@ -68,26 +69,39 @@ fn select(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     let mut group = c.benchmark_group("select");
-    for policy in [SelectionPolicy::LoadAware, SelectionPolicy::ScoredTopK] {
+    for (policy, session) in [
+        (SelectionPolicy::LoadAware, None),
+        (SelectionPolicy::ScoredTopK, None),
+        (
+            SelectionPolicy::LoadAware,
+            Some("5f0c6e1a9b2d4c3e8f7a6b5c4d3e2f10"),
+        ),
+    ] {
         for n in [10, 100, 1000] {
             let config = SchedulingConfig {
                 anthropic_policy: policy,
                 ..SchedulingConfig::default()
             };
             let scheduler = Scheduler::new(pool(n), config);
-            let name = format!("{policy:?}");
+            let name = match session {
+                Some(_) => format!("{policy:?}/sticky"),
+                None => format!("{policy:?}/new_session"),
+            };
             group.bench_with_input(BenchmarkId::new(name, n), &scheduler, |b, scheduler| {
                 b.to_async(&runtime).iter(|| async {
                     let request = SelectRequest {
                         endpoint: Endpoint::Messages,
                         model: "claude-sonnet-4-5",
                         group: Some("default"),
-                        session: Some("5f0c6e1a9b2d4c3e8f7a6b5c4d3e2f10"),
+                        session,
                         previous_response_id: None,
                         excluded: None,
                     };
                     // Dropping the selection frees its slot for the next round.
-                    scheduler.select(black_box(&request)).await.map(|s| s.decision.candidates)
+                    scheduler
+                        .select(black_box(&request))
+                        .await
+                        .map(|s| s.decision.candidates)
                 })
             });
         }

@@ -21,31 +21,76 @@ use crate::glob::ModelGlobs;
 /// assert_eq!(id.as_str(), "claude-max-1");
 /// assert_eq!(id.to_string(), "claude-max-1");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AccountId(Arc<str>);
+#[derive(Clone)]
+pub struct AccountId {
+    name: Arc<str>,
+    // Hashed once: the scheduler looks accounts up on every request.
+    hash: u64,
+}
 
 impl AccountId {
+    fn new(name: Arc<str>) -> Self {
+        // FNV-1a: stable, and cheap for short names.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Self { name, hash }
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
+    }
+}
+
+impl PartialEq for AccountId {
+    fn eq(&self, other: &Self) -> bool {
+        // Ids are cloned from the pool, so most comparisons are one pointer.
+        Arc::ptr_eq(&self.name, &other.name) || (self.hash == other.hash && self.name == other.name)
+    }
+}
+
+impl Eq for AccountId {}
+
+impl std::hash::Hash for AccountId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for AccountId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AccountId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AccountId").field(&self.name).finish()
     }
 }
 
 impl From<&str> for AccountId {
     fn from(id: &str) -> Self {
-        Self(id.into())
+        Self::new(id.into())
     }
 }
 
 impl From<String> for AccountId {
     fn from(id: String) -> Self {
-        Self(id.into())
+        Self::new(id.into())
     }
 }
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 

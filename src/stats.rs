@@ -4,6 +4,8 @@
 //! differ between replicas by design.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,7 +28,7 @@ pub struct AccountStats {
 }
 
 #[derive(Debug)]
-struct Cell {
+pub(crate) struct Cell {
     error_rate: AtomicU64,
     ttft_ms: AtomicU64,
     last_used: AtomicU64,
@@ -72,7 +74,7 @@ fn update_ewma(cell: &AtomicU64, sample: f64) {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct RuntimeStats {
-    cells: Arc<RwLock<HashMap<AccountId, Arc<Cell>>>>,
+    cells: Arc<RwLock<HashMap<AccountId, Arc<Cell>, RandomState>>>,
     clock: Arc<AtomicU64>,
 }
 
@@ -80,6 +82,11 @@ impl RuntimeStats {
     /// No statistics yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A handle to `account`'s statistics that reads them without a lookup.
+    pub fn handle(&self, account: &AccountId) -> StatsHandle {
+        StatsHandle(self.cell(account))
     }
 
     fn cell(&self, account: &AccountId) -> Arc<Cell> {
@@ -126,14 +133,30 @@ impl RuntimeStats {
                 ttft_ms: None,
                 last_used: 0,
             },
-            Some(cell) => {
-                let ttft = f64::from_bits(cell.ttft_ms.load(Ordering::Relaxed));
-                AccountStats {
-                    error_rate: f64::from_bits(cell.error_rate.load(Ordering::Relaxed)),
-                    ttft_ms: (!ttft.is_nan()).then_some(ttft),
-                    last_used: cell.last_used.load(Ordering::Relaxed),
-                }
-            }
+            Some(cell) => cell.snapshot(),
         }
+    }
+}
+
+impl Cell {
+    fn snapshot(&self) -> AccountStats {
+        let ttft = f64::from_bits(self.ttft_ms.load(Ordering::Relaxed));
+        AccountStats {
+            error_rate: f64::from_bits(self.error_rate.load(Ordering::Relaxed)),
+            ttft_ms: (!ttft.is_nan()).then_some(ttft),
+            last_used: self.last_used.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One account's statistics, read without a map lookup (the scheduler
+/// keeps one per pool account).
+#[derive(Debug, Clone)]
+pub struct StatsHandle(Arc<Cell>);
+
+impl StatsHandle {
+    /// What is known now.
+    pub fn get(&self) -> AccountStats {
+        self.0.snapshot()
     }
 }

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::account::{Account, AccountId};
@@ -24,6 +25,9 @@ use crate::endpoint::Endpoint;
 #[derive(Debug, Clone, Default)]
 pub struct AccountPool {
     accounts: Arc<[Arc<Account>]>,
+    // Group name → indexes into `accounts`, so a request scans only its
+    // group's accounts.
+    by_group: Arc<HashMap<Arc<str>, Vec<usize>>>,
 }
 
 impl AccountPool {
@@ -32,8 +36,13 @@ impl AccountPool {
         let mut accounts: Vec<Arc<Account>> = accounts.into_iter().map(Arc::new).collect();
         // A stable sort keeps the given order among equal priorities.
         accounts.sort_by_key(|a| a.priority());
+        let mut by_group: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for (i, account) in accounts.iter().enumerate() {
+            by_group.entry(account.group().into()).or_default().push(i);
+        }
         Self {
             accounts: accounts.into(),
+            by_group: Arc::new(by_group),
         }
     }
 
@@ -55,10 +64,27 @@ impl AccountPool {
         model: &'a str,
         group: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Arc<Account>> + 'a {
-        self.accounts.iter().filter(move |a| {
-            group.is_none_or(|g| a.group() == g)
-                && a.serves_endpoint(endpoint)
-                && a.serves_model(model)
-        })
+        self.indexed_candidates(endpoint, model, group)
+            .map(|(_, a)| a)
+    }
+
+    /// As [`AccountPool::candidates`], with each account's index in
+    /// [`AccountPool::accounts`].
+    pub fn indexed_candidates<'a>(
+        &'a self,
+        endpoint: Endpoint,
+        model: &'a str,
+        group: Option<&'a str>,
+    ) -> impl Iterator<Item = (usize, &'a Arc<Account>)> + 'a {
+        let indexes: Box<dyn Iterator<Item = usize> + 'a> = match group {
+            Some(group) => match self.by_group.get(group) {
+                Some(members) => Box::new(members.iter().copied()),
+                None => Box::new(std::iter::empty()),
+            },
+            None => Box::new(0..self.accounts.len()),
+        };
+        indexes
+            .map(|i| (i, &self.accounts[i]))
+            .filter(move |(_, a)| a.serves_endpoint(endpoint) && a.serves_model(model))
     }
 }

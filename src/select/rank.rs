@@ -15,13 +15,13 @@ use super::config::ScoreWeights;
 
 /// One candidate account with what the scheduler knows of it.
 #[derive(Debug, Clone)]
-pub(crate) struct Candidate {
-    pub(crate) account: Arc<Account>,
+pub(crate) struct Candidate<'a> {
+    pub(crate) account: &'a Arc<Account>,
     pub(crate) load: AccountLoad,
     pub(crate) stats: AccountStats,
 }
 
-impl Candidate {
+impl Candidate<'_> {
     /// Slots in use, in percent of the account's concurrency.
     pub(crate) fn load_rate(&self) -> u32 {
         let limit = self.account.concurrency().max(1);
@@ -51,13 +51,27 @@ pub(crate) fn tier(kind: AccountType) -> u8 {
 
 /// Load-aware order (seed 002): priority, then load rate, then least
 /// recently used (never used first); ties keep the pool's order.
-pub(crate) fn load_aware_order(candidates: &[Candidate]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by_key(|&i| {
-        let c = &candidates[i];
-        (c.account.priority(), c.load_rate(), c.stats.last_used)
-    });
-    order
+pub(crate) fn load_aware_order(candidates: &[Candidate<'_>]) -> Vec<usize> {
+    // Keys computed once and sorted in one contiguous buffer: the index
+    // breaks ties, so an unstable sort keeps the pool's order.
+    let mut keys: Vec<(i32, u32, u64, usize)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.account.priority(), c.load_rate(), c.stats.last_used, i))
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|(.., i)| i).collect()
+}
+
+/// The first candidate with room in load-aware order, found in one pass;
+/// the full order is needed only when taking its slot fails.
+pub(crate) fn load_aware_first(candidates: &[Candidate<'_>]) -> Option<usize> {
+    candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.has_room())
+        .min_by_key(|(i, c)| (c.account.priority(), c.load_rate(), c.stats.last_used, *i))
+        .map(|(i, _)| i)
 }
 
 /// What scored selection decided.
@@ -77,7 +91,7 @@ fn clamp01(x: f64) -> f64 {
 
 /// The candidates' scores (seed 001): a weighted sum of priority, load,
 /// queue, error-rate and first-token factors, each in 0..=1, higher better.
-pub(crate) fn scores(candidates: &[Candidate], weights: &ScoreWeights) -> Vec<f64> {
+pub(crate) fn scores(candidates: &[Candidate<'_>], weights: &ScoreWeights) -> Vec<f64> {
     let Some(first) = candidates.first() else {
         return Vec::new();
     };
@@ -122,7 +136,7 @@ pub(crate) fn scores(candidates: &[Candidate], weights: &ScoreWeights) -> Vec<f6
 
 /// Whether candidate `a` ranks before `b`: score, then priority, load,
 /// queue, and id for a total order.
-fn better(candidates: &[Candidate], scores: &[f64], a: usize, b: usize) -> Ordering {
+fn better(candidates: &[Candidate<'_>], scores: &[f64], a: usize, b: usize) -> Ordering {
     let (ca, cb) = (&candidates[a], &candidates[b]);
     scores[b]
         .total_cmp(&scores[a])
@@ -139,7 +153,7 @@ fn better(candidates: &[Candidate], scores: &[f64], a: usize, b: usize) -> Order
 /// The top K are found with a partial selection (`select_nth_unstable`),
 /// O(n) rather than a heap's O(n log k).
 pub(crate) fn scored_order(
-    candidates: &[Candidate],
+    candidates: &[Candidate<'_>],
     weights: &ScoreWeights,
     top_k: usize,
     seed: u64,
@@ -188,7 +202,7 @@ pub(crate) fn scored_order(
 }
 
 /// The standard deviation of the load rates.
-pub(crate) fn load_skew(candidates: &[Candidate]) -> f64 {
+pub(crate) fn load_skew(candidates: &[Candidate<'_>]) -> f64 {
     if candidates.len() < 2 {
         return 0.0;
     }

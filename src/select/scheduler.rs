@@ -8,7 +8,7 @@ use crate::account::{Account, AccountId, Platform};
 use crate::endpoint::Endpoint;
 use crate::error::RelayError;
 use crate::state::{MemoryStore, SlotGuard, SlotLimits, StateError, StateStore};
-use crate::stats::RuntimeStats;
+use crate::stats::{RuntimeStats, StatsHandle};
 
 use super::config::{SchedulingConfig, SelectionPolicy};
 use super::decision::{Counters, Decision, DecisionLayer, SchedulerMetrics};
@@ -96,6 +96,8 @@ struct Inner {
     pool: AccountPool,
     store: Arc<dyn StateStore>,
     stats: RuntimeStats,
+    // One per pool account, in pool order: reads without a lookup.
+    handles: Vec<StatsHandle>,
     config: SchedulingConfig,
     counters: Counters,
 }
@@ -122,10 +124,16 @@ impl Scheduler {
         store: Arc<dyn StateStore>,
         stats: RuntimeStats,
     ) -> Self {
+        let handles = pool
+            .accounts()
+            .iter()
+            .map(|a| stats.handle(a.id()))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 pool,
                 store,
+                handles,
                 stats,
                 config,
                 counters: Counters::default(),
@@ -177,24 +185,24 @@ impl Scheduler {
         let inner = &self.inner;
         let group = req.group.unwrap_or("");
         let excluded = |id: &AccountId| req.excluded.is_some_and(|e| e.0.contains(id));
-        let accounts: Vec<&Arc<Account>> = inner
+        let accounts: Vec<(usize, &Arc<Account>)> = inner
             .pool
-            .candidates(req.endpoint, req.model, req.group)
-            .filter(|a| !excluded(a.id()))
+            .indexed_candidates(req.endpoint, req.model, req.group)
+            .filter(|(_, a)| !excluded(a.id()))
             .collect();
         if accounts.is_empty() {
             return Err(RelayError::NoAccount {
                 model: req.model.to_owned(),
             });
         }
-        let ids: Vec<AccountId> = accounts.iter().map(|a| a.id().clone()).collect();
+        let ids: Vec<&AccountId> = accounts.iter().map(|(_, a)| a.id()).collect();
         let loads = inner.store.loads(&ids).await.map_err(state_error)?;
         let candidates: Vec<Candidate> = accounts
             .into_iter()
             .zip(loads)
-            .map(|(account, load)| Candidate {
-                stats: inner.stats.get(account.id()),
-                account: account.clone(),
+            .map(|((index, account), load)| Candidate {
+                stats: inner.handles[index].get(),
+                account,
                 load,
             })
             .collect();
@@ -268,6 +276,32 @@ impl Scheduler {
         }
 
         // Layer 3: the policy's order, tier by tier when the chain is on.
+        // Load-aware without tiers tries its best candidate first, found in
+        // one pass; the full order is computed only if that slot is gone.
+        let tiered =
+            inner.config.tier_fallback_chain && req.endpoint.platform() == Platform::Anthropic;
+        if policy == SelectionPolicy::LoadAware && !tiered {
+            if let Some(i) = rank::load_aware_first(&candidates) {
+                let c = &candidates[i];
+                if let Some(slot) = self.try_take(c).await? {
+                    let skew = rank::load_skew(&candidates);
+                    let n = candidates.len();
+                    return Ok(self
+                        .finish(
+                            req,
+                            c,
+                            slot,
+                            DecisionLayer::LoadBalance,
+                            n,
+                            n,
+                            skew,
+                            None,
+                            started,
+                        )
+                        .await);
+                }
+            }
+        }
         let (order, top_k, load_skew) = self.order(req, &candidates, policy);
         for &i in &order {
             let c = &candidates[i];
@@ -329,7 +363,7 @@ impl Scheduler {
     async fn cooling(
         &self,
         req: &SelectRequest<'_>,
-        candidates: &[Candidate],
+        candidates: &[Candidate<'_>],
     ) -> Result<Selection, RelayError> {
         let soonest = candidates
             .iter()
@@ -348,30 +382,33 @@ impl Scheduler {
 
     /// Whether a sticky account is still fit to keep its sessions: its
     /// error rate and first-token time are not far worse than the pool's.
-    fn healthy(&self, c: &Candidate, all: &[Candidate]) -> bool {
+    fn healthy(&self, c: &Candidate<'_>, all: &[Candidate<'_>]) -> bool {
         if c.load.cooldown.is_some() {
             return false;
         }
         let config = &self.inner.config;
         // Compared with the others: a lone account is never "worse".
-        let others: Vec<&Candidate> = all
-            .iter()
-            .filter(|o| o.account.id() != c.account.id())
-            .collect();
-        if others.is_empty() {
+        let others = all.len().saturating_sub(1);
+        if others == 0 {
             return true;
         }
-        let mean_error =
-            others.iter().map(|o| o.stats.error_rate).sum::<f64>() / others.len() as f64;
+        let total_error: f64 = all.iter().map(|o| o.stats.error_rate).sum();
+        let mean_error = (total_error - c.stats.error_rate) / others as f64;
         if c.stats.error_rate > mean_error + config.sticky_error_rate_margin {
             return false;
         }
-        let mut ttfts: Vec<f64> = others.iter().filter_map(|o| o.stats.ttft_ms).collect();
-        if let (Some(own), false) = (c.stats.ttft_ms, ttfts.is_empty()) {
-            ttfts.sort_by(f64::total_cmp);
-            let median = ttfts[ttfts.len() / 2];
-            if own > median * config.sticky_ttft_factor {
-                return false;
+        if let Some(own) = c.stats.ttft_ms {
+            let mut ttfts: Vec<f64> = all
+                .iter()
+                .filter(|o| o.account.id() != c.account.id())
+                .filter_map(|o| o.stats.ttft_ms)
+                .collect();
+            if !ttfts.is_empty() {
+                let mid = ttfts.len() / 2;
+                let (_, median, _) = ttfts.select_nth_unstable_by(mid, f64::total_cmp);
+                if own > *median * config.sticky_ttft_factor {
+                    return false;
+                }
             }
         }
         true
@@ -385,13 +422,12 @@ impl Scheduler {
         policy: SelectionPolicy,
     ) -> (Vec<usize>, usize, f64) {
         let config = &self.inner.config;
-        let rank_group = |members: &[usize]| -> (Vec<usize>, usize, f64) {
-            let subset: Vec<Candidate> = members.iter().map(|&i| candidates[i].clone()).collect();
-            let (order, k, skew) = match policy {
+        let order_of = |subset: &[Candidate<'_>]| -> (Vec<usize>, usize, f64) {
+            match policy {
                 SelectionPolicy::LoadAware => (
-                    rank::load_aware_order(&subset),
+                    rank::load_aware_order(subset),
                     subset.len(),
-                    rank::load_skew(&subset),
+                    rank::load_skew(subset),
                 ),
                 SelectionPolicy::ScoredTopK => {
                     let anchored = req.session.is_some() || req.previous_response_id.is_some();
@@ -406,16 +442,14 @@ impl Scheduler {
                         entropy,
                     );
                     let scored =
-                        rank::scored_order(&subset, &config.score_weights, config.top_k, seed);
+                        rank::scored_order(subset, &config.score_weights, config.top_k, seed);
                     (scored.order, scored.top_k, scored.load_skew)
                 }
-            };
-            (order.into_iter().map(|j| members[j]).collect(), k, skew)
+            }
         };
         let tiered = config.tier_fallback_chain && req.endpoint.platform() == Platform::Anthropic;
         if !tiered {
-            let all: Vec<usize> = (0..candidates.len()).collect();
-            return rank_group(&all);
+            return order_of(candidates);
         }
         let mut order = Vec::with_capacity(candidates.len());
         let mut top_k = 0;
@@ -426,14 +460,15 @@ impl Scheduler {
             if members.is_empty() {
                 continue;
             }
-            let (tier_order, k, _) = rank_group(&members);
-            order.extend(tier_order);
+            let subset: Vec<Candidate> = members.iter().map(|&i| candidates[i].clone()).collect();
+            let (tier_order, k, _) = order_of(&subset);
+            order.extend(tier_order.into_iter().map(|j| members[j]));
             top_k += k;
         }
         (order, top_k, rank::load_skew(candidates))
     }
 
-    async fn try_take(&self, c: &Candidate) -> Result<Option<SlotGuard>, RelayError> {
+    async fn try_take(&self, c: &Candidate<'_>) -> Result<Option<SlotGuard>, RelayError> {
         let limits = SlotLimits {
             concurrency: c.account.concurrency(),
             rpm: c.account.rpm(),
@@ -451,8 +486,8 @@ impl Scheduler {
     async fn take_or_wait(
         &self,
         req: &SelectRequest<'_>,
-        c: &Candidate,
-        all: &[Candidate],
+        c: &Candidate<'_>,
+        all: &[Candidate<'_>],
         layer: DecisionLayer,
         started: Instant,
         may_wait: bool,
@@ -510,7 +545,7 @@ impl Scheduler {
     /// queue is full, an overloaded error when the wait times out.
     async fn wait(
         &self,
-        c: &Candidate,
+        c: &Candidate<'_>,
         timeout: Duration,
         max_waiting: u32,
     ) -> Result<Option<SlotGuard>, RelayError> {
@@ -545,7 +580,7 @@ impl Scheduler {
     async fn finish(
         &self,
         req: &SelectRequest<'_>,
-        c: &Candidate,
+        c: &Candidate<'_>,
         slot: SlotGuard,
         layer: DecisionLayer,
         candidates: usize,

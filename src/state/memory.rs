@@ -3,6 +3,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -47,7 +48,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: Mutex<HashMap<AccountId, Slots>>,
+    accounts: Mutex<HashMap<AccountId, Slots, RandomState>>,
     sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
     responses: Mutex<ExpiringMap<Arc<str>>>,
 }
@@ -77,7 +78,7 @@ impl Default for Slots {
 
 impl Slots {
     fn rpm_used(&mut self, now: Instant) -> u32 {
-        if now.duration_since(self.window_start) >= RPM_WINDOW {
+        if self.window_count > 0 && now.duration_since(self.window_start) >= RPM_WINDOW {
             self.window_start = now;
             self.window_count = 0;
         }
@@ -99,14 +100,14 @@ impl Slots {
 /// A map whose entries expire, reclaimed as it grows.
 #[derive(Debug)]
 struct ExpiringMap<K> {
-    entries: HashMap<K, (AccountId, Instant)>,
+    entries: HashMap<K, (AccountId, Instant), RandomState>,
     len_after_sweep: usize,
 }
 
 impl<K> Default for ExpiringMap<K> {
     fn default() -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             len_after_sweep: 0,
         }
     }
@@ -238,12 +239,12 @@ impl StateStore for MemoryStore {
         ready(())
     }
 
-    fn loads<'a>(&'a self, accounts: &'a [AccountId]) -> StoreFuture<'a, Vec<AccountLoad>> {
+    fn loads<'a>(&'a self, accounts: &'a [&'a AccountId]) -> StoreFuture<'a, Vec<AccountLoad>> {
         let now = Instant::now();
         let mut state = lock(&self.inner.accounts);
         let loads = accounts
             .iter()
-            .map(|id| match state.get_mut(id) {
+            .map(|id| match state.get_mut(*id) {
                 Some(slots) => AccountLoad {
                     in_flight: slots.in_flight,
                     waiting: slots.waiting,
@@ -267,6 +268,10 @@ impl StateStore for MemoryStore {
         let rpm_full = limits.rpm.is_some_and(|rpm| slots.rpm_used(now) >= rpm);
         if slots.in_flight >= limits.concurrency || rpm_full {
             return ready(None);
+        }
+        if slots.window_count == 0 {
+            // A window starts with its first request.
+            slots.window_start = now;
         }
         slots.in_flight += 1;
         slots.window_count += 1;
@@ -397,10 +402,7 @@ mod tests {
         assert!(s1.is_some() && s2.is_some());
         drop((s1, s2));
         assert!(store.try_acquire(&a, limits).await.unwrap().is_none());
-        assert_eq!(
-            store.loads(std::slice::from_ref(&a)).await.unwrap()[0].rpm_used,
-            2
-        );
+        assert_eq!(store.loads(&[&a]).await.unwrap()[0].rpm_used, 2);
         tokio::time::advance(RPM_WINDOW).await;
         assert!(store.try_acquire(&a, limits).await.unwrap().is_some());
     }
@@ -417,16 +419,13 @@ mod tests {
             .set_cooldown(&a, Duration::from_secs(5), CooldownReason::Overloaded)
             .await
             .unwrap();
-        let load = &store.loads(std::slice::from_ref(&a)).await.unwrap()[0];
+        let load = &store.loads(&[&a]).await.unwrap()[0];
         assert_eq!(
             load.cooldown,
             Some((Duration::from_secs(30), CooldownReason::RateLimited))
         );
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(
-            store.loads(std::slice::from_ref(&a)).await.unwrap()[0].cooldown,
-            None
-        );
+        assert_eq!(store.loads(&[&a]).await.unwrap()[0].cooldown, None);
     }
 
     #[tokio::test]

@@ -205,7 +205,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     ) -> StoreFuture<'a, ()>;
 
     /// The load of each account, in order, in one round trip.
-    fn loads<'a>(&'a self, accounts: &'a [AccountId]) -> StoreFuture<'a, Vec<AccountLoad>>;
+    fn loads<'a>(&'a self, accounts: &'a [&'a AccountId]) -> StoreFuture<'a, Vec<AccountLoad>>;
 
     /// Takes a slot on `account` if it has room under `limits`, counting
     /// the request in its RPM window.

@@ -4,7 +4,7 @@ use super::*;
 use crate::account::{Credentials, Platform};
 use crate::stats::AccountStats;
 
-fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candidate {
+fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candidate<'static> {
     let account = Account::builder(
         id,
         Platform::Anthropic,
@@ -13,8 +13,10 @@ fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candida
     .priority(priority)
     .concurrency(10)
     .build();
+    // Leaked: test candidates borrow their accounts for the whole test run.
+    let account: &'static Arc<Account> = Box::leak(Box::new(Arc::new(account)));
     Candidate {
-        account: Arc::new(account),
+        account,
         load: AccountLoad {
             in_flight,
             ..AccountLoad::default()
@@ -27,7 +29,7 @@ fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candida
     }
 }
 
-fn ids(candidates: &[Candidate], order: &[usize]) -> Vec<String> {
+fn ids(candidates: &[Candidate<'_>], order: &[usize]) -> Vec<String> {
     order
         .iter()
         .map(|&i| candidates[i].account.id().to_string())

@@ -161,7 +161,7 @@ async fn waiters_are_served_in_order_as_slots_free() {
     }
     let store = s.store().clone();
     assert_eq!(
-        store.loads(&[AccountId::from("a")]).await.unwrap()[0].waiting,
+        store.loads(&[&AccountId::from("a")]).await.unwrap()[0].waiting,
         3
     );
     drop(holder);
@@ -173,7 +173,7 @@ async fn waiters_are_served_in_order_as_slots_free() {
     for task in tasks {
         task.await.unwrap();
     }
-    let load = &store.loads(&[AccountId::from("a")]).await.unwrap()[0];
+    let load = &store.loads(&[&AccountId::from("a")]).await.unwrap()[0];
     assert_eq!((load.in_flight, load.waiting), (0, 0));
 }
 
@@ -200,7 +200,7 @@ async fn a_full_queue_is_refused_at_once_and_a_gone_waiter_leaves_it() {
     // The waiting client goes away: its place is freed at once.
     waiter.abort();
     let _ = waiter.await;
-    let load = &s.store().loads(&[AccountId::from("a")]).await.unwrap()[0];
+    let load = &s.store().loads(&[&AccountId::from("a")]).await.unwrap()[0];
     assert_eq!(load.waiting, 0);
 }
 
