@@ -96,6 +96,7 @@ fn select(c: &mut Criterion) {
                         session,
                         previous_response_id: None,
                         excluded: None,
+                        pinned: None,
                     };
                     // Dropping the selection frees its slot for the next round.
                     scheduler

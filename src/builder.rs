@@ -17,6 +17,7 @@ use crate::body_limit::{BodyLimitLayer, DEFAULT_BODY_LIMIT};
 use crate::client_limit::ClientLimitLayer;
 use crate::credentials::CredentialsLayer;
 use crate::error_response::ErrorResponseLayer;
+use crate::failover::FailoverLayer;
 use crate::header_whitelist::HeaderWhitelistLayer;
 use crate::list_models::ListModelsLayer;
 use crate::model_map::ModelMapLayer;
@@ -36,7 +37,7 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, per-key limits, `GET /v1/models`, parsing, session hash, account selection, model mapping,
+/// auth, per-key limits, `GET /v1/models`, parsing, session hash, failover, account selection, model mapping,
 /// header allow-list, `anthropic-beta`, credentials, upstream.
 ///
 /// # Examples
@@ -195,6 +196,7 @@ impl RelayBuilder {
             .relay_list_models(self.pool.clone())
             .relay_parse_request()
             .layer(SessionHashLayer::new().header(session_header))
+            .layer(FailoverLayer::new(scheduler.clone()))
             .relay_account_select(scheduler)
             .relay_model_map()
             .layer(self.header_whitelist)

@@ -76,6 +76,9 @@ pub enum RelayError {
         /// A hint for when to retry.
         retry_after: Option<Duration>,
     },
+    /// Every attempt failed (the status and type follow the last failure,
+    /// per seed 002's mapping).
+    Exhausted(Exhausted),
     /// The shared state store failed and the relay is set to fail closed
     /// (503).
     State(crate::state::StateError),
@@ -105,6 +108,7 @@ impl RelayError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Exhausted(e) => e.status,
         }
     }
 
@@ -114,6 +118,7 @@ impl RelayError {
             Self::CoolingDown { retry_after, .. } => Some(*retry_after),
             Self::Overloaded { retry_after } => *retry_after,
             Self::ClientRateLimited { retry_after, .. } => Some(*retry_after),
+            Self::Exhausted(e) => e.retry_after,
             _ => None,
         }
     }
@@ -133,6 +138,7 @@ impl RelayError {
                         "overloaded_error"
                     }
                     Self::State(_) | Self::Upstream(_) => "api_error",
+                    Self::Exhausted(e) => e.kind,
                 },
                 None,
             ),
@@ -165,6 +171,13 @@ impl RelayError {
                 ("server_error", Some("accounts_cooling_down"))
             }
             (ApiFormat::OpenAi, Self::Overloaded { .. }) => ("server_error", Some("overloaded")),
+            (ApiFormat::OpenAi, Self::Exhausted(e)) => (
+                match e.kind {
+                    "rate_limit_error" => "requests",
+                    _ => "server_error",
+                },
+                Some("all_attempts_failed"),
+            ),
             (ApiFormat::OpenAi, Self::State(_)) => ("server_error", Some("state_unavailable")),
             (ApiFormat::OpenAi, Self::Upstream(e)) => ("server_error", Some(e.kind.code())),
         }
@@ -249,6 +262,7 @@ impl fmt::Display for RelayError {
             }
             Self::Overloaded { .. } => f.write_str("all accounts are busy; retry later"),
             Self::State(_) => f.write_str("the relay's shared state is unavailable"),
+            Self::Exhausted(e) => fmt::Display::fmt(e, f),
             Self::Upstream(e) => fmt::Display::fmt(e, f),
         }
     }
@@ -395,5 +409,51 @@ mod tests {
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
         assert!(!e.to_string().contains("secret"));
         assert!(e.to_string().contains("a1"));
+    }
+}
+
+/// Every attempt of a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exhausted {
+    status: StatusCode,
+    kind: &'static str,
+    retry_after: Option<Duration>,
+    attempts: Vec<(AccountId, String)>,
+    why: &'static str,
+}
+
+impl Exhausted {
+    /// A failure after `attempts` (account, what happened), answered with
+    /// `status` and error `kind`; `why` says why the relay stopped.
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        retry_after: Option<Duration>,
+        attempts: Vec<(AccountId, String)>,
+        why: &'static str,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            retry_after,
+            attempts,
+            why,
+        }
+    }
+
+    /// The attempts made: account and outcome.
+    pub fn attempts(&self) -> &[(AccountId, String)] {
+        &self.attempts
+    }
+}
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the upstream request failed ({}); attempts:", self.why)?;
+        for (i, (account, outcome)) in self.attempts.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{account}: {outcome}")?;
+        }
+        Ok(())
     }
 }

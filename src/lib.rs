@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! request_id → error_response → body_limit → auth → list_models → parse
-//!   → session_hash → select → model_map → header_whitelist → beta_header → credentials → upstream
+//!   → session_hash → failover → select → model_map → header_whitelist → beta_header → credentials → upstream
 //! ```
 //!
 //! Layers pass typed values in the request extensions: [`Principal`],
@@ -55,6 +55,7 @@ pub mod body_limit;
 pub mod client_limit;
 pub mod credentials;
 pub mod error_response;
+pub mod failover;
 pub mod header_whitelist;
 pub mod list_models;
 pub mod model_map;

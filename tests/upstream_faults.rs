@@ -1,7 +1,6 @@
-//! What a client sees when its one upstream fails: an upstream's own error
-//! answer passes through; a failure before any answer is 502/504 in the
-//! API's format, without internals. A client that leaves mid-stream
-//! cancels the upstream request.
+//! What a client sees when its only account fails: an error in the API's
+//! format naming the attempts, without internals. A client that leaves
+//! mid-stream cancels the upstream request.
 
 mod support;
 
@@ -12,7 +11,7 @@ use support::{account, messages_body, Harness};
 use tower_llm_relay::mock::{Fault, FaultPlan};
 
 #[tokio::test]
-async fn upstream_error_answers_pass_through() {
+async fn a_rate_limited_only_account_gives_429_with_its_retry_after() {
     let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", "{base}")).await;
     h.mock
         .set_default_faults(FaultPlan::Sequence(vec![Fault::Status {
@@ -25,7 +24,13 @@ async fn upstream_error_answers_pass_through() {
     assert_eq!(answer.status, 429);
     assert_eq!(answer.headers["retry-after"], "7");
     assert_eq!(answer.json()["error"]["type"], "rate_limit_error");
-    assert_eq!(answer.headers["x-relay-account"], "claude-1");
+    assert!(answer.text().contains("claude-1: 429"), "{}", answer.text());
+    // The account cools down: the next request is answered at once, unsent.
+    let again = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(again.status, 503);
+    assert_eq!(h.mock.request_count(), 1);
 }
 
 #[tokio::test]
@@ -44,7 +49,7 @@ async fn a_reset_connection_is_a_502_without_internals() {
         .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
         .await;
     assert_eq!(answer.status, 502, "{}", answer.text());
-    assert_eq!(answer.json()["error"]["type"], "api_error");
+    assert_eq!(answer.json()["error"]["type"], "upstream_error");
     let text = answer.text();
     assert!(!text.contains("sk-ant-secret-1"));
     assert!(!text.contains("127.0.0.1"), "{text}");
@@ -121,14 +126,36 @@ async fn a_client_that_leaves_mid_stream_cancels_the_upstream_stream() {
 }
 
 #[tokio::test]
-async fn a_mid_stream_cut_ends_the_client_stream_with_an_error() {
+async fn a_mid_stream_cut_ends_the_client_stream_with_an_error_event() {
     let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", "{base}")).await;
     h.mock
-        .set_default_faults(FaultPlan::Always(Fault::MidStreamCut { after_events: 2 }));
+        .set_default_faults(FaultPlan::Always(Fault::MidStreamCut { after_events: 4 }));
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", true))
+        .await;
+    assert_eq!(answer.status, 200);
+    let text = answer.text();
+    // The content that was sent, then one well-formed error event.
+    let sent = String::from_utf8_lossy(&h.mock.received()[0].response_body).into_owned();
+    assert!(text.starts_with(&sent), "{text}");
+    let tail = &text[sent.len()..];
+    let data = tail
+        .strip_prefix("event: error\ndata: ")
+        .unwrap_or_else(|| panic!("{tail}"));
+    let data: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["error"]["type"], "api_error");
+}
+
+#[tokio::test]
+async fn a_json_answer_cut_in_half_is_a_body_error_not_a_silent_truncation() {
+    let h = Harness::start(&account("claude-1", "anthropic", "api_key", "k1", "{base}")).await;
+    h.mock
+        .set_default_faults(FaultPlan::Always(Fault::MidStreamCut { after_events: 1 }));
     let req = h
         .post("/v1/messages")
         .body(http_body_util::Full::new(bytes::Bytes::from(
-            messages_body("claude-sonnet-4-5", true),
+            messages_body("claude-sonnet-4-5", false),
         )))
         .unwrap();
     let response = support::open(req).await;
@@ -136,6 +163,6 @@ async fn a_mid_stream_cut_ends_the_client_stream_with_an_error() {
         tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
     assert!(
         matches!(collected, Ok(Err(_))),
-        "the client saw a clean end of a cut stream"
+        "the client saw a clean end of a cut answer"
     );
 }

@@ -66,7 +66,7 @@ pub use body::SlotBody;
 pub use config::{SchedulingConfig, ScoreWeights, SelectionPolicy};
 pub use decision::{Decision, DecisionLayer, SchedulerMetrics};
 pub use pool::AccountPool;
-pub use scheduler::{Excluded, Scheduler, SelectRequest, Selection};
+pub use scheduler::{Excluded, PinnedAccount, Scheduler, SelectRequest, Selection};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -200,6 +200,7 @@ where
                         .map(SessionHash::as_str),
                     previous_response_id: parsed.previous_response_id(),
                     excluded: req.extensions().get::<Excluded>(),
+                    pinned: req.extensions().get::<PinnedAccount>().map(|p| &p.0),
                 };
                 scheduler.select(&select).await?
             };

@@ -1,5 +1,5 @@
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -7,13 +7,20 @@ use tokio::time::Instant;
 use crate::account::{Account, AccountId, Platform};
 use crate::endpoint::Endpoint;
 use crate::error::RelayError;
-use crate::state::{MemoryStore, SlotGuard, SlotLimits, StateError, StateStore};
+use crate::state::{CooldownReason, MemoryStore, SlotGuard, SlotLimits, StateError, StateStore};
 use crate::stats::{RuntimeStats, StatsHandle};
 
 use super::config::{SchedulingConfig, SelectionPolicy};
 use super::decision::{Counters, Decision, DecisionLayer, SchedulerMetrics};
 use super::pool::AccountPool;
 use super::rank::{self, Candidate};
+
+/// Cooldowns grow with a failure streak up to this.
+const MAX_GROWN_COOLDOWN: Duration = Duration::from_secs(300);
+/// Ejection back-off grows from 1 s to this.
+const MAX_EJECTION: Duration = Duration::from_secs(60);
+/// While a probe runs on an ejected account, others keep away this long.
+const PROBE_WINDOW: Duration = Duration::from_secs(10);
 
 /// While waiting for a slot, look again this often even without a signal:
 /// a release on another replica or a missed wake-up cannot strand a waiter.
@@ -23,6 +30,11 @@ const WAIT_RECHECK: Duration = Duration::from_millis(250);
 /// to date by failover); selection skips them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Excluded(pub HashSet<AccountId>);
+
+/// Restricts the next selection to this account (request extension):
+/// failover's same-account retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedAccount(pub AccountId);
 
 /// What a selection needs to know of a request.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +51,8 @@ pub struct SelectRequest<'a> {
     pub previous_response_id: Option<&'a str>,
     /// Accounts not to choose.
     pub excluded: Option<&'a Excluded>,
+    /// The only account to choose, when set.
+    pub pinned: Option<&'a AccountId>,
 }
 
 /// An account chosen for a request, with its slot.
@@ -79,6 +93,7 @@ pub struct Selection {
 ///     session: None,
 ///     previous_response_id: None,
 ///     excluded: None,
+///     pinned: None,
 /// };
 /// let first = scheduler.select(&request).await.unwrap();
 /// let second = scheduler.select(&request).await.unwrap();
@@ -100,6 +115,14 @@ struct Inner {
     handles: Vec<StatsHandle>,
     config: SchedulingConfig,
     counters: Counters,
+    // Per account: consecutive failures and ejections (per replica).
+    streaks: Mutex<HashMap<AccountId, Streak>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    ejections: u32,
 }
 
 fn state_error(e: StateError) -> RelayError {
@@ -137,6 +160,7 @@ impl Scheduler {
                 stats,
                 config,
                 counters: Counters::default(),
+                streaks: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -171,6 +195,103 @@ impl Scheduler {
         self.inner.counters.record_switch();
     }
 
+    fn streak(&self, account: &AccountId) -> Streak {
+        self.inner
+            .streaks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether `account` is ejected (its failure streak reached the limit):
+    /// its next request is a probe.
+    pub fn is_ejected(&self, account: &AccountId) -> bool {
+        self.streak(account).failures >= self.inner.config.eject_after_failures
+    }
+
+    /// Reports a served attempt: the streak ends, a probe's success
+    /// readmits the account, and the EWMAs learn.
+    pub async fn report_success(&self, account: &AccountId, first_token: Option<Duration>) {
+        self.inner.stats.report(account, true, first_token);
+        let was_ejected = self.is_ejected(account);
+        self.inner
+            .streaks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(account);
+        if was_ejected {
+            if let Err(e) = self.inner.store.clear_cooldown(account).await {
+                tracing::warn!(error = %e, %account, "could not readmit the account");
+            }
+            tracing::info!(%account, "probe succeeded: account readmitted");
+        }
+    }
+
+    /// Reports a failed attempt: the EWMAs learn, the streak grows, and the
+    /// account cools down — for `hinted` when the upstream said how long,
+    /// else the reason's default doubled per failure in the streak (capped
+    /// at 300 s). A streak of `eject_after_failures` ejects it with a
+    /// back-off from 1 s to 60 s (with jitter); its next request probes it.
+    /// Returns the cooldown applied.
+    pub async fn report_failure(
+        &self,
+        account: &AccountId,
+        reason: CooldownReason,
+        hinted: Option<Duration>,
+    ) -> Duration {
+        self.inner.stats.report(account, false, None);
+        let config = &self.inner.config;
+        let streak = {
+            let mut streaks = self
+                .inner
+                .streaks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let streak = streaks.entry(account.clone()).or_default();
+            streak.failures = streak.failures.saturating_add(1);
+            if streak.failures >= config.eject_after_failures {
+                streak.ejections = streak.ejections.saturating_add(1);
+            }
+            *streak
+        };
+        let grown = || {
+            let base = reason.default_duration();
+            if reason.disables() {
+                return base;
+            }
+            let factor = 1u32 << streak.failures.saturating_sub(1).min(16);
+            base.saturating_mul(factor).min(MAX_GROWN_COOLDOWN)
+        };
+        let mut cooldown = hinted.unwrap_or_else(grown);
+        let mut reason = reason;
+        if streak.failures >= config.eject_after_failures {
+            let backoff = Duration::from_secs(1)
+                .saturating_mul(1 << (streak.ejections - 1).min(6))
+                .min(MAX_EJECTION);
+            // ±20% jitter, so ejected accounts do not all return at once.
+            let jitter = 0.8 + 0.4 * rand::random::<f64>();
+            let ejection = backoff.mul_f64(jitter);
+            if ejection > cooldown {
+                cooldown = ejection;
+                reason = CooldownReason::Ejected;
+            }
+            tracing::warn!(%account, failures = streak.failures, ?cooldown, "account ejected");
+        }
+        if !cooldown.is_zero() {
+            if let Err(e) = self
+                .inner
+                .store
+                .set_cooldown(account, cooldown, reason)
+                .await
+            {
+                tracing::warn!(error = %e, %account, "could not record a cooldown");
+            }
+        }
+        cooldown
+    }
+
     fn policy(&self, endpoint: Endpoint) -> SelectionPolicy {
         match endpoint.platform() {
             Platform::Anthropic => self.inner.config.anthropic_policy,
@@ -189,6 +310,7 @@ impl Scheduler {
             .pool
             .indexed_candidates(req.endpoint, req.model, req.group)
             .filter(|(_, a)| !excluded(a.id()))
+            .filter(|(_, a)| req.pinned.is_none_or(|p| a.id() == p))
             .collect();
         if accounts.is_empty() {
             return Err(RelayError::NoAccount {
@@ -365,12 +487,18 @@ impl Scheduler {
         req: &SelectRequest<'_>,
         candidates: &[Candidate<'_>],
     ) -> Result<Selection, RelayError> {
-        let soonest = candidates
-            .iter()
-            .filter_map(|c| c.load.cooldown.map(|(left, _)| left))
-            .min()
-            .unwrap_or_default();
-        if soonest <= self.inner.config.cooldown_wait_max {
+        let soonest_of = |waitable: bool| {
+            candidates
+                .iter()
+                .filter_map(|c| c.load.cooldown)
+                .filter(|(_, reason)| !waitable || !reason.disables())
+                .map(|(left, _)| left)
+                .min()
+        };
+        // Accounts disabled for auth or spend caps are never waited for.
+        let waitable = soonest_of(true);
+        let soonest = waitable.or(soonest_of(false)).unwrap_or_default();
+        if waitable.is_some() && soonest <= self.inner.config.cooldown_wait_max {
             tokio::time::sleep(soonest).await;
             return Box::pin(self.select(req)).await;
         }
@@ -592,6 +720,14 @@ impl Scheduler {
         let inner = &self.inner;
         let id = c.account.id();
         inner.stats.touch(id);
+        if self.is_ejected(id) {
+            // This request probes an ejected account: keep others away
+            // until it tells whether the account recovered.
+            let _ = inner
+                .store
+                .set_cooldown(id, PROBE_WINDOW, CooldownReason::Ejected)
+                .await;
+        }
         if let (Some(session), DecisionLayer::LoadBalance) = (req.session, layer) {
             // A failed binding costs stickiness, not the request.
             let group = req.group.unwrap_or("");

@@ -58,8 +58,12 @@ pub enum CooldownReason {
     Overloaded,
     /// A spend or usage cap was reached.
     UsageCap,
-    /// Its credentials were refused (401/403).
+    /// It was refused access (403).
     AuthFailed,
+    /// Its credentials were rejected (401): out until they change.
+    CredentialsRejected,
+    /// It failed too many times in a row: out for a back-off, then probed.
+    Ejected,
     /// Server errors or transport failures.
     UpstreamError,
     /// An operator took it out.
@@ -67,6 +71,30 @@ pub enum CooldownReason {
 }
 
 impl CooldownReason {
+    /// Whether the account is disabled rather than briefly cooling: such
+    /// accounts are never waited for.
+    pub fn disables(self) -> bool {
+        matches!(
+            self,
+            Self::AuthFailed | Self::CredentialsRejected | Self::UsageCap | Self::Manual
+        )
+    }
+
+    /// The cooldown when the upstream gave no hint, before growth by the
+    /// failure streak.
+    pub fn default_duration(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::RateLimited => 30,
+            Self::Overloaded => 10,
+            Self::UpstreamError => 5,
+            Self::AuthFailed => 600,
+            Self::CredentialsRejected => 86_400,
+            Self::UsageCap => 3_600,
+            Self::Ejected => 1,
+            Self::Manual => 3_600,
+        })
+    }
+
     /// A short name for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,6 +102,8 @@ impl CooldownReason {
             Self::Overloaded => "overloaded",
             Self::UsageCap => "usage_cap",
             Self::AuthFailed => "auth_failed",
+            Self::CredentialsRejected => "credentials_rejected",
+            Self::Ejected => "ejected",
             Self::UpstreamError => "upstream_error",
             Self::Manual => "manual",
         }

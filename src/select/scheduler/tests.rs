@@ -31,6 +31,7 @@ fn request<'a>(session: Option<&'a str>, excluded: Option<&'a Excluded>) -> Sele
         session,
         previous_response_id: None,
         excluded,
+        pinned: None,
     }
 }
 
