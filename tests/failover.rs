@@ -489,3 +489,70 @@ async fn a_fast_failing_account_is_ejected_and_gets_almost_no_traffic() {
         "{to_failing} requests reached the failing account"
     );
 }
+
+#[tokio::test]
+async fn a_slow_stream_gets_keepalive_comments_then_its_events() {
+    let mock = MockUpstream::builder()
+        .first_byte_delay(Duration::from_millis(2500))
+        .start()
+        .await
+        .unwrap();
+    let extra = format!(
+        "[scheduling]\nstream_keepalive_secs = 1\n{}",
+        two("api_key")
+    );
+    let h = Harness::with_mock(mock, &extra).await;
+    let started = std::time::Instant::now();
+    let req = h
+        .post("/v1/messages")
+        .body(Full::new(Bytes::from(messages_body(
+            "claude-sonnet-4-5",
+            true,
+        ))))
+        .unwrap();
+    let response = support::open(req).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "the head waited for the upstream"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let upstream = String::from_utf8_lossy(&h.mock.received()[0].response_body).into_owned();
+    let keepalives = text
+        .strip_suffix(&upstream)
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        !keepalives.is_empty() && keepalives.split(": keepalive\n\n").all(str::is_empty),
+        "{keepalives:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_alive_stream_whose_attempts_all_fail_ends_with_an_error_event() {
+    let mock = MockUpstream::builder()
+        .first_byte_delay(Duration::from_millis(1500))
+        .start()
+        .await
+        .unwrap();
+    let extra = format!(
+        "[scheduling]\nstream_keepalive_secs = 1\n{}",
+        two("api_key")
+    );
+    let h = Harness::with_mock(mock, &extra).await;
+    h.mock.set_default_faults(FaultPlan::Always(Fault::Status {
+        status: 529,
+        retry_after: None,
+    }));
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", true))
+        .await;
+    assert_eq!(answer.status, 200);
+    let text = answer.text();
+    assert!(text.starts_with(": keepalive\n\n"), "{text}");
+    assert!(
+        text.ends_with("\n\n") && text.contains("event: error\ndata: "),
+        "{text}"
+    );
+    assert_eq!(h.mock.request_count(), 2, "both accounts were tried");
+}

@@ -16,7 +16,8 @@ pub(crate) struct Demo {
 
 /// Starts the mock and returns a config whose accounts point at it: two
 /// Anthropic API-key accounts, one subscription account whose every fourth
-/// request is answered 529 (overloaded), and one OpenAI account.
+/// request is answered 529 (overloaded: watch `x-relay-attempts` show the
+/// failover), and one OpenAI account.
 pub(crate) async fn start() -> Result<(Config, Demo), Box<dyn std::error::Error>> {
     let mock = MockUpstream::builder()
         .event_interval(Duration::from_millis(30))
@@ -66,7 +67,6 @@ platform = "anthropic"
 type = "setup_token"
 access_token = "sk-ant-oat-demo-flaky"
 base_url = "{base_url}"
-priority = 2
 
 [[accounts]]
 id = "demo-openai-1"

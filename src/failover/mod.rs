@@ -22,6 +22,12 @@
 //! times in a row are ejected with a growing back-off and probed by one
 //! request (see [`Scheduler::report_failure`]).
 //!
+//! With `stream_keepalive` set, a streaming request that waits longer than
+//! that for its first event (a busy pool, a slow upstream) gets its 200
+//! head at once and `: keepalive` SSE comments until the first event;
+//! failover stays possible, and if every attempt fails the stream ends with
+//! an SSE error event.
+//!
 //! The response carries `x-relay-attempts` and an [`Attempts`] trace. When
 //! every attempt fails, the error follows seed 002's mapping (429 →
 //! `rate_limit_error`, overload → 503 `overloaded_error`, auth and server
@@ -70,6 +76,7 @@
 
 mod body;
 mod classify;
+mod keepalive;
 
 pub use body::CommittedBody;
 pub use classify::{
@@ -95,6 +102,7 @@ use crate::account::{AccountId, AccountType, ServedBy};
 use crate::body::RelayBody;
 use crate::endpoint::ApiFormat;
 use crate::error::{Exhausted, RelayError, UpstreamErrorKind};
+use crate::parse::ParsedRequest;
 use crate::select::{Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
 use crate::state::CooldownReason;
 
@@ -217,6 +225,12 @@ where
     }
 
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let keepalive = self.scheduler.config().stream_keepalive;
+        let stream = req
+            .extensions()
+            .get::<ParsedRequest>()
+            .is_some_and(ParsedRequest::is_stream);
+        let format = ApiFormat::of(&req);
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let run = Run {
@@ -230,7 +244,11 @@ where
             pinned: None,
             same_account_retries: 0,
         };
-        Box::pin(run.run(req))
+        let run: ResponseFuture = Box::pin(run.run(req));
+        if stream && !keepalive.is_zero() {
+            return Box::pin(keepalive::with_keepalive(run, keepalive, format));
+        }
+        run
     }
 }
 
