@@ -556,3 +556,16 @@ async fn a_kept_alive_stream_whose_attempts_all_fail_ends_with_an_error_event() 
     );
     assert_eq!(h.mock.request_count(), 2, "both accounts were tried");
 }
+
+#[tokio::test]
+async fn with_every_upstream_hanging_the_client_gets_its_error_by_the_deadline() {
+    let extra = format!("[scheduling]\nrequest_deadline_secs = 2\n{}", two("api_key"));
+    let h = Harness::start(&extra).await;
+    h.mock.set_default_faults(FaultPlan::Always(Fault::Hang));
+    let started = std::time::Instant::now();
+    let answer = h.call("/v1/messages", &messages_body("claude-sonnet-4-5", false)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(2100), "{took:?}");
+    assert!(answer.text().contains("deadline"), "{}", answer.text());
+}

@@ -322,11 +322,7 @@ impl Scheduler {
         let candidates: Vec<Candidate> = accounts
             .into_iter()
             .zip(loads)
-            .map(|((index, account), load)| Candidate {
-                stats: inner.handles[index].get(),
-                account,
-                load,
-            })
+            .map(|((index, account), load)| Candidate::new(account, load, inner.handles[index].get()))
             .collect();
         let policy = self.policy(req.endpoint);
 

@@ -15,18 +15,16 @@ fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candida
     .build();
     // Leaked: test candidates borrow their accounts for the whole test run.
     let account: &'static Arc<Account> = Box::leak(Box::new(Arc::new(account)));
-    Candidate {
-        account,
-        load: AccountLoad {
-            in_flight,
-            ..AccountLoad::default()
-        },
-        stats: AccountStats {
-            error_rate: 0.0,
-            ttft_ms: None,
-            last_used,
-        },
-    }
+    let load = AccountLoad {
+        in_flight,
+        ..AccountLoad::default()
+    };
+    let stats = AccountStats {
+        error_rate: 0.0,
+        ttft_ms: None,
+        last_used,
+    };
+    Candidate::new(account, load, stats)
 }
 
 fn ids(candidates: &[Candidate<'_>], order: &[usize]) -> Vec<String> {
