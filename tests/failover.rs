@@ -559,13 +559,61 @@ async fn a_kept_alive_stream_whose_attempts_all_fail_ends_with_an_error_event() 
 
 #[tokio::test]
 async fn with_every_upstream_hanging_the_client_gets_its_error_by_the_deadline() {
-    let extra = format!("[scheduling]\nrequest_deadline_secs = 2\n{}", two("api_key"));
+    let extra = format!(
+        "[scheduling]\nrequest_deadline_secs = 2\n{}",
+        two("api_key")
+    );
     let h = Harness::start(&extra).await;
     h.mock.set_default_faults(FaultPlan::Always(Fault::Hang));
     let started = std::time::Instant::now();
-    let answer = h.call("/v1/messages", &messages_body("claude-sonnet-4-5", false)).await;
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
     let took = started.elapsed();
     assert_eq!(answer.status, 504, "{}", answer.text());
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_millis(2100), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
+        "{took:?}"
+    );
     assert!(answer.text().contains("deadline"), "{}", answer.text());
+}
+
+#[tokio::test]
+async fn the_exhausted_error_lists_skipped_accounts_too() {
+    let mock = MockUpstream::start().await.unwrap();
+    let store = MemoryStore::new();
+    let builder = support::config_for(&mock, &two("api_key"))
+        .relay_builder()
+        .state(Arc::new(store.clone()));
+    let h = Harness::serve(mock, builder).await;
+    let second = AccountId::from("second");
+    store
+        .set_cooldown(
+            &second,
+            Duration::from_secs(60),
+            tower_llm_relay::state::CooldownReason::RateLimited,
+        )
+        .await
+        .unwrap();
+    h.mock.set_faults(
+        "cred-first",
+        FaultPlan::Always(Fault::Status {
+            status: 500,
+            retry_after: None,
+        }),
+    );
+    let answer = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("first: 500"), "{message}");
+    assert!(
+        message.contains("second: skipped, cooling down (rate_limited"),
+        "{message}"
+    );
+    assert_eq!(h.mock.request_count(), 1);
 }

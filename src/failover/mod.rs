@@ -103,6 +103,7 @@ use crate::body::RelayBody;
 use crate::endpoint::ApiFormat;
 use crate::error::{Exhausted, RelayError, UpstreamErrorKind};
 use crate::parse::ParsedRequest;
+use crate::principal::Principal;
 use crate::select::{Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
 use crate::state::CooldownReason;
 
@@ -135,6 +136,8 @@ pub enum AttemptAction {
     Retried,
     /// Cooled the account down and tried another.
     FailedOver,
+    /// Not tried: it was cooling down.
+    Skipped,
 }
 
 /// Every attempt of a request, in order (response extension).
@@ -347,6 +350,7 @@ where
                     | RelayError::Overloaded { .. }),
                 ) if !self.attempts.is_empty() => {
                     let retry_after = e.retry_after();
+                    self.note_skipped(&parts.extensions).await;
                     return Err(self.exhausted("no other account could take it", retry_after));
                 }
                 Err(e) => return Err(e),
@@ -530,6 +534,34 @@ where
         let error_event = stream.then_some(self.format);
         let body = CommittedBody::new(prefix, body, error_event);
         Response::from_parts(parts, RelayBody::new(body))
+    }
+
+    /// Adds the accounts that could have served but were cooling down to
+    /// the attempts (seed 004: the exhausted error lists skipped ones too).
+    async fn note_skipped(&mut self, extensions: &http::Extensions) {
+        let Some(parsed) = extensions.get::<ParsedRequest>() else {
+            return;
+        };
+        let group = extensions.get::<Principal>().map(Principal::group_name);
+        let skipped = self
+            .scheduler
+            .cooling_candidates(parsed.endpoint(), parsed.model(), group)
+            .await;
+        for (account, reason, left) in skipped {
+            if self.excluded.0.contains(&account) {
+                continue;
+            }
+            self.attempts.push(Attempt {
+                account,
+                outcome: format!(
+                    "skipped, cooling down ({}, {} s left)",
+                    reason.as_str(),
+                    left.as_secs()
+                ),
+                action: AttemptAction::Skipped,
+                duration: Duration::ZERO,
+            });
+        }
     }
 
     /// The error when no attempt could be served.

@@ -47,7 +47,10 @@ impl<'a> Candidate<'a> {
     pub(crate) fn has_room(&self) -> bool {
         self.load.cooldown.is_none()
             && self.load.in_flight < self.account.concurrency()
-            && self.account.rpm().is_none_or(|rpm| self.load.rpm_used < rpm)
+            && self
+                .account
+                .rpm()
+                .is_none_or(|rpm| self.load.rpm_used < rpm)
     }
 }
 

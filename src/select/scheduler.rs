@@ -190,6 +190,33 @@ impl Scheduler {
         self.inner.counters.snapshot()
     }
 
+    /// The accounts that could serve `model` at `endpoint` for `group` but
+    /// are cooling down: id, reason, time left.
+    pub async fn cooling_candidates(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        group: Option<&str>,
+    ) -> Vec<(AccountId, CooldownReason, Duration)> {
+        let accounts: Vec<&AccountId> = self
+            .inner
+            .pool
+            .candidates(endpoint, model, group)
+            .map(|a| a.id())
+            .collect();
+        let Ok(loads) = self.inner.store.loads(&accounts).await else {
+            return Vec::new();
+        };
+        accounts
+            .into_iter()
+            .zip(loads)
+            .filter_map(|(id, load)| {
+                load.cooldown
+                    .map(|(left, reason)| (id.clone(), reason, left))
+            })
+            .collect()
+    }
+
     /// Counts an account switch (called by failover).
     pub fn record_switch(&self) {
         self.inner.counters.record_switch();
@@ -322,7 +349,9 @@ impl Scheduler {
         let candidates: Vec<Candidate> = accounts
             .into_iter()
             .zip(loads)
-            .map(|((index, account), load)| Candidate::new(account, load, inner.handles[index].get()))
+            .map(|((index, account), load)| {
+                Candidate::new(account, load, inner.handles[index].get())
+            })
             .collect();
         let policy = self.policy(req.endpoint);
 
