@@ -231,7 +231,10 @@ async fn a_429_with_retry_after_keeps_the_account_out_for_that_long() {
         .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
         .await;
     assert_eq!(first.headers["x-relay-account"], "second");
-    let load = &store.loads(&[&AccountId::from("first")]).await.unwrap()[0];
+    let load = &store
+        .loads(&[&AccountId::from("first")], Some("claude-sonnet-4-5"))
+        .await
+        .unwrap()[0];
     let (left, _) = load.cooldown.expect("first cools down");
     assert!(
         left > Duration::from_secs(28) && left <= Duration::from_secs(30),
@@ -590,6 +593,7 @@ async fn the_exhausted_error_lists_skipped_accounts_too() {
     store
         .set_cooldown(
             &second,
+            None,
             Duration::from_secs(60),
             tower_llm_relay::state::CooldownReason::RateLimited,
         )
@@ -616,4 +620,31 @@ async fn the_exhausted_error_lists_skipped_accounts_too() {
         "{message}"
     );
     assert_eq!(h.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_cools_the_account_for_that_model_only() {
+    let h = Harness::start(&two("api_key")).await;
+    h.mock.set_faults(
+        "cred-first",
+        FaultPlan::Sequence(vec![Fault::Status {
+            status: 429,
+            retry_after: Some(30),
+        }]),
+    );
+    let opus = h
+        .call("/v1/messages", &messages_body("claude-opus-4-1", false))
+        .await;
+    assert_eq!(opus.headers["x-relay-account"], "second");
+    // Opus stays off `first` while it cools...
+    let opus = h
+        .call("/v1/messages", &messages_body("claude-opus-4-1", false))
+        .await;
+    assert_eq!(opus.headers["x-relay-account"], "second");
+    // ...but other models still use it.
+    let sonnet = h
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
+    assert_eq!(sonnet.headers["x-relay-account"], "first");
+    assert_eq!(sonnet.headers["x-relay-attempts"], "1");
 }

@@ -39,6 +39,9 @@ pub enum Outcome<'a> {
 pub struct Cooldown {
     /// Why.
     pub reason: CooldownReason,
+    /// Whether it holds only for the requested model (rate limits and
+    /// overload are per model upstream) rather than the whole account.
+    pub per_model: bool,
     /// How long the upstream said, if it said; else the reason's default
     /// (grown by the account's failure streak) applies.
     pub hinted: Option<Duration>,
@@ -91,7 +94,14 @@ pub struct ClassifyPolicy {
 /// ```
 pub fn classify(outcome: Outcome<'_>, account: AccountType, policy: ClassifyPolicy) -> Action {
     let failover = |reason, hinted| Action::Failover {
-        cooldown: Cooldown { reason, hinted },
+        cooldown: Cooldown {
+            reason,
+            hinted,
+            per_model: matches!(
+                reason,
+                CooldownReason::RateLimited | CooldownReason::Overloaded
+            ),
+        },
     };
     let (status, message, headers) = match outcome {
         Outcome::Transport(kind) => {

@@ -297,6 +297,12 @@ where
         let config = self.scheduler.config().clone();
         let deadline = Instant::now() + config.request_deadline;
         let (parts, body) = req.into_parts();
+        let model = parts
+            .extensions
+            .get::<ParsedRequest>()
+            .map(|p| p.model().to_owned())
+            .unwrap_or_default();
+        let model = model.as_str();
         self.budget.deposit();
         loop {
             if !self.attempts.is_empty() {
@@ -388,6 +394,7 @@ where
                         _ => Cooldown {
                             reason: CooldownReason::UpstreamError,
                             hinted: None,
+                            per_model: false,
                         },
                     };
                     self.attempts.push(Attempt {
@@ -397,7 +404,12 @@ where
                         duration,
                     });
                     self.scheduler
-                        .report_failure(&account, cooldown.reason, cooldown.hinted)
+                        .report_failure(
+                            &account,
+                            cooldown.per_model.then_some(model),
+                            cooldown.reason,
+                            cooldown.hinted,
+                        )
                         .await;
                     self.scheduler.record_switch();
                     tracing::info!(%account, reason = cooldown.reason.as_str(), "failing over");

@@ -204,7 +204,7 @@ impl Scheduler {
             .candidates(endpoint, model, group)
             .map(|a| a.id())
             .collect();
-        let Ok(loads) = self.inner.store.loads(&accounts).await else {
+        let Ok(loads) = self.inner.store.loads(&accounts, Some(model)).await else {
             return Vec::new();
         };
         accounts
@@ -259,12 +259,14 @@ impl Scheduler {
     /// Reports a failed attempt: the EWMAs learn, the streak grows, and the
     /// account cools down — for `hinted` when the upstream said how long,
     /// else the reason's default doubled per failure in the streak (capped
-    /// at 300 s). A streak of `eject_after_failures` ejects it with a
+    /// at 300 s) — only for `model` when the failure was specific to it. A
+    /// streak of `eject_after_failures` ejects the whole account with a
     /// back-off from 1 s to 60 s (with jitter); its next request probes it.
     /// Returns the cooldown applied.
     pub async fn report_failure(
         &self,
         account: &AccountId,
+        model: Option<&str>,
         reason: CooldownReason,
         hinted: Option<Duration>,
     ) -> Duration {
@@ -293,6 +295,7 @@ impl Scheduler {
         };
         let mut cooldown = hinted.unwrap_or_else(grown);
         let mut reason = reason;
+        let mut model = model;
         if streak.failures >= config.eject_after_failures {
             let backoff = Duration::from_secs(1)
                 .saturating_mul(1 << (streak.ejections - 1).min(6))
@@ -304,13 +307,15 @@ impl Scheduler {
                 cooldown = ejection;
                 reason = CooldownReason::Ejected;
             }
+            // Ejection takes the whole account out.
+            model = None;
             tracing::warn!(%account, failures = streak.failures, ?cooldown, "account ejected");
         }
         if !cooldown.is_zero() {
             if let Err(e) = self
                 .inner
                 .store
-                .set_cooldown(account, cooldown, reason)
+                .set_cooldown(account, model, cooldown, reason)
                 .await
             {
                 tracing::warn!(error = %e, %account, "could not record a cooldown");
@@ -345,7 +350,11 @@ impl Scheduler {
             });
         }
         let ids: Vec<&AccountId> = accounts.iter().map(|(_, a)| a.id()).collect();
-        let loads = inner.store.loads(&ids).await.map_err(state_error)?;
+        let loads = inner
+            .store
+            .loads(&ids, Some(req.model))
+            .await
+            .map_err(state_error)?;
         let candidates: Vec<Candidate> = accounts
             .into_iter()
             .zip(loads)
@@ -750,7 +759,7 @@ impl Scheduler {
             // until it tells whether the account recovered.
             let _ = inner
                 .store
-                .set_cooldown(id, PROBE_WINDOW, CooldownReason::Ejected)
+                .set_cooldown(id, None, PROBE_WINDOW, CooldownReason::Ejected)
                 .await;
         }
         if let (Some(session), DecisionLayer::LoadBalance) = (req.session, layer) {

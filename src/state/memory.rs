@@ -60,6 +60,8 @@ struct Slots {
     window_start: Instant,
     window_count: u32,
     cooldown: Option<(Instant, CooldownReason)>,
+    // Cooldowns of single models on this account (usually none).
+    model_cooldowns: HashMap<Arc<str>, (Instant, CooldownReason), RandomState>,
     released: Arc<Notify>,
 }
 
@@ -71,6 +73,7 @@ impl Default for Slots {
             window_start: Instant::now(),
             window_count: 0,
             cooldown: None,
+            model_cooldowns: HashMap::default(),
             released: Arc::new(Notify::new()),
         }
     }
@@ -85,14 +88,29 @@ impl Slots {
         self.window_count
     }
 
-    fn cooldown_left(&mut self, now: Instant) -> Option<(Duration, CooldownReason)> {
-        match self.cooldown {
+    fn cooldown_left(
+        &mut self,
+        now: Instant,
+        model: Option<&str>,
+    ) -> Option<(Duration, CooldownReason)> {
+        let account = match self.cooldown {
             Some((until, reason)) if until > now => Some((until - now, reason)),
             Some(_) => {
                 self.cooldown = None;
                 None
             }
             None => None,
+        };
+        if self.model_cooldowns.is_empty() {
+            return account;
+        }
+        self.model_cooldowns.retain(|_, (until, _)| *until > now);
+        let for_model = model
+            .and_then(|m| self.model_cooldowns.get(m))
+            .map(|(until, reason)| (*until - now, *reason));
+        match (account, for_model) {
+            (Some(a), Some(m)) => Some(if m.0 > a.0 { m } else { a }),
+            (a, m) => a.or(m),
         }
     }
 }
@@ -239,7 +257,11 @@ impl StateStore for MemoryStore {
         ready(())
     }
 
-    fn loads<'a>(&'a self, accounts: &'a [&'a AccountId]) -> StoreFuture<'a, Vec<AccountLoad>> {
+    fn loads<'a>(
+        &'a self,
+        accounts: &'a [&'a AccountId],
+        model: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<AccountLoad>> {
         let now = Instant::now();
         let mut state = lock(&self.inner.accounts);
         let loads = accounts
@@ -249,7 +271,7 @@ impl StateStore for MemoryStore {
                     in_flight: slots.in_flight,
                     waiting: slots.waiting,
                     rpm_used: slots.rpm_used(now),
-                    cooldown: slots.cooldown_left(now),
+                    cooldown: slots.cooldown_left(now, model),
                 },
                 None => AccountLoad::default(),
             })
@@ -316,14 +338,26 @@ impl StateStore for MemoryStore {
     fn set_cooldown<'a>(
         &'a self,
         account: &'a AccountId,
+        model: Option<&'a str>,
         duration: Duration,
         reason: CooldownReason,
     ) -> StoreFuture<'a, ()> {
         let until = Instant::now() + duration;
         let mut state = lock(&self.inner.accounts);
         let slots = state.entry(account.clone()).or_default();
-        if slots.cooldown.is_none_or(|(current, _)| current < until) {
-            slots.cooldown = Some((until, reason));
+        let current = match model {
+            None => &mut slots.cooldown,
+            Some(model) => {
+                let entry = slots.model_cooldowns.entry(Arc::from(model));
+                let slot = entry.or_insert((until, reason));
+                if slot.0 < until {
+                    *slot = (until, reason);
+                }
+                return ready(());
+            }
+        };
+        if current.is_none_or(|(at, _)| at < until) {
+            *current = Some((until, reason));
         }
         ready(())
     }
@@ -331,6 +365,7 @@ impl StateStore for MemoryStore {
     fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()> {
         if let Some(slots) = lock(&self.inner.accounts).get_mut(account) {
             slots.cooldown = None;
+            slots.model_cooldowns.clear();
         }
         ready(())
     }
@@ -402,7 +437,7 @@ mod tests {
         assert!(s1.is_some() && s2.is_some());
         drop((s1, s2));
         assert!(store.try_acquire(&a, limits).await.unwrap().is_none());
-        assert_eq!(store.loads(&[&a]).await.unwrap()[0].rpm_used, 2);
+        assert_eq!(store.loads(&[&a], None).await.unwrap()[0].rpm_used, 2);
         tokio::time::advance(RPM_WINDOW).await;
         assert!(store.try_acquire(&a, limits).await.unwrap().is_some());
     }
@@ -412,20 +447,25 @@ mod tests {
         let store = MemoryStore::new();
         let a = id("a");
         store
-            .set_cooldown(&a, Duration::from_secs(30), CooldownReason::RateLimited)
+            .set_cooldown(
+                &a,
+                None,
+                Duration::from_secs(30),
+                CooldownReason::RateLimited,
+            )
             .await
             .unwrap();
         store
-            .set_cooldown(&a, Duration::from_secs(5), CooldownReason::Overloaded)
+            .set_cooldown(&a, None, Duration::from_secs(5), CooldownReason::Overloaded)
             .await
             .unwrap();
-        let load = &store.loads(&[&a]).await.unwrap()[0];
+        let load = &store.loads(&[&a], None).await.unwrap()[0];
         assert_eq!(
             load.cooldown,
             Some((Duration::from_secs(30), CooldownReason::RateLimited))
         );
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(store.loads(&[&a]).await.unwrap()[0].cooldown, None);
+        assert_eq!(store.loads(&[&a], None).await.unwrap()[0].cooldown, None);
     }
 
     #[tokio::test]

@@ -234,8 +234,13 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> StoreFuture<'a, ()>;
 
-    /// The load of each account, in order, in one round trip.
-    fn loads<'a>(&'a self, accounts: &'a [&'a AccountId]) -> StoreFuture<'a, Vec<AccountLoad>>;
+    /// The load of each account, in order, in one round trip; with
+    /// `model`, a cooldown of that (account, model) pair counts too.
+    fn loads<'a>(
+        &'a self,
+        accounts: &'a [&'a AccountId],
+        model: Option<&'a str>,
+    ) -> StoreFuture<'a, Vec<AccountLoad>>;
 
     /// Takes a slot on `account` if it has room under `limits`, counting
     /// the request in its RPM window.
@@ -256,15 +261,17 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// call. Create it before trying to acquire, so no release is missed.
     fn slot_released(&self, account: &AccountId) -> SlotSignal;
 
-    /// Cools `account` down for `duration` (a longer cooldown already in
-    /// force is kept).
+    /// Cools `account` down for `duration` — for every model, or only for
+    /// `model` when the failure was specific to it (seed 004). A longer
+    /// cooldown already in force is kept.
     fn set_cooldown<'a>(
         &'a self,
         account: &'a AccountId,
+        model: Option<&'a str>,
         duration: Duration,
         reason: CooldownReason,
     ) -> StoreFuture<'a, ()>;
 
-    /// Ends `account`'s cooldown now.
+    /// Ends `account`'s cooldowns now, model-specific ones included.
     fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()>;
 }

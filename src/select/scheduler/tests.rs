@@ -69,7 +69,12 @@ async fn sticky_session_moves_when_its_account_cools_down() {
     let first = pick(&s, &request(Some("s1"), None)).await;
     let id = AccountId::from(first.as_str());
     s.store()
-        .set_cooldown(&id, Duration::from_secs(60), CooldownReason::RateLimited)
+        .set_cooldown(
+            &id,
+            None,
+            Duration::from_secs(60),
+            CooldownReason::RateLimited,
+        )
         .await
         .unwrap();
     let moved = pick(&s, &request(Some("s1"), None)).await;
@@ -162,7 +167,7 @@ async fn waiters_are_served_in_order_as_slots_free() {
     }
     let store = s.store().clone();
     assert_eq!(
-        store.loads(&[&AccountId::from("a")]).await.unwrap()[0].waiting,
+        store.loads(&[&AccountId::from("a")], None).await.unwrap()[0].waiting,
         3
     );
     drop(holder);
@@ -174,7 +179,7 @@ async fn waiters_are_served_in_order_as_slots_free() {
     for task in tasks {
         task.await.unwrap();
     }
-    let load = &store.loads(&[&AccountId::from("a")]).await.unwrap()[0];
+    let load = &store.loads(&[&AccountId::from("a")], None).await.unwrap()[0];
     assert_eq!((load.in_flight, load.waiting), (0, 0));
 }
 
@@ -201,7 +206,11 @@ async fn a_full_queue_is_refused_at_once_and_a_gone_waiter_leaves_it() {
     // The waiting client goes away: its place is freed at once.
     waiter.abort();
     let _ = waiter.await;
-    let load = &s.store().loads(&[&AccountId::from("a")]).await.unwrap()[0];
+    let load = &s
+        .store()
+        .loads(&[&AccountId::from("a")], None)
+        .await
+        .unwrap()[0];
     assert_eq!(load.waiting, 0);
 }
 
@@ -213,7 +222,12 @@ async fn all_cooling_waits_for_a_short_cooldown_and_refuses_a_long_one() {
     );
     let id = AccountId::from("a");
     s.store()
-        .set_cooldown(&id, Duration::from_secs(2), CooldownReason::Overloaded)
+        .set_cooldown(
+            &id,
+            None,
+            Duration::from_secs(2),
+            CooldownReason::Overloaded,
+        )
         .await
         .unwrap();
     let started = Instant::now();
@@ -221,7 +235,12 @@ async fn all_cooling_waits_for_a_short_cooldown_and_refuses_a_long_one() {
     assert!(started.elapsed() >= Duration::from_secs(2));
 
     s.store()
-        .set_cooldown(&id, Duration::from_secs(120), CooldownReason::RateLimited)
+        .set_cooldown(
+            &id,
+            None,
+            Duration::from_secs(120),
+            CooldownReason::RateLimited,
+        )
         .await
         .unwrap();
     let error = s.select(&request(None, None)).await.unwrap_err();
