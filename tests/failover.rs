@@ -624,7 +624,12 @@ async fn the_exhausted_error_lists_skipped_accounts_too() {
 
 #[tokio::test]
 async fn a_rate_limit_cools_the_account_for_that_model_only() {
-    let h = Harness::start(&two("api_key")).await;
+    let mock = MockUpstream::start().await.unwrap();
+    let store = MemoryStore::new();
+    let builder = support::config_for(&mock, &two("api_key"))
+        .relay_builder()
+        .state(Arc::new(store.clone()));
+    let h = Harness::serve(mock, builder).await;
     h.mock.set_faults(
         "cred-first",
         FaultPlan::Sequence(vec![Fault::Status {
@@ -641,10 +646,18 @@ async fn a_rate_limit_cools_the_account_for_that_model_only() {
         .call("/v1/messages", &messages_body("claude-opus-4-1", false))
         .await;
     assert_eq!(opus.headers["x-relay-account"], "second");
-    // ...but other models still use it.
-    let sonnet = h
-        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
-        .await;
+    // ...but other models still use it (a new conversation, so no sticky
+    // binding to `second`).
+    let body = serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "another"}]});
+    let sonnet = h.call("/v1/messages", &body.to_string()).await;
+    let first = AccountId::from("first");
+    let load = &store
+        .loads(&[&first], Some("claude-opus-4-1"))
+        .await
+        .unwrap()[0];
+    assert!(load.cooldown.is_some(), "opus cools on first");
+    let load = &store.loads(&[&first], None).await.unwrap()[0];
+    assert!(load.cooldown.is_none(), "the account as a whole does not");
     assert_eq!(sonnet.headers["x-relay-account"], "first");
     assert_eq!(sonnet.headers["x-relay-attempts"], "1");
 }
