@@ -21,6 +21,7 @@ use crate::failover::FailoverLayer;
 use crate::header_whitelist::HeaderWhitelistLayer;
 use crate::list_models::ListModelsLayer;
 use crate::model_map::ModelMapLayer;
+use crate::oauth::{CredentialSink, OAuthRefreshLayer, Refresher, TracingSink};
 use crate::parse::ParseRequestLayer;
 use crate::principal::ClientKeys;
 use crate::request_id::RequestIdLayer;
@@ -79,6 +80,7 @@ pub struct RelayBuilder {
     scheduling: SchedulingConfig,
     store: Arc<dyn StateStore>,
     stats: RuntimeStats,
+    refresher: Arc<Refresher>,
 }
 
 impl Default for RelayBuilder {
@@ -100,7 +102,17 @@ impl RelayBuilder {
             scheduling: SchedulingConfig::default(),
             store: Arc::new(MemoryStore::new()),
             stats: RuntimeStats::new(),
+            refresher: Arc::new(Refresher::new(
+                Arc::new(TracingSink),
+                std::time::Duration::from_secs(300),
+            )),
         }
+    }
+
+    /// Where refreshed OAuth tokens are reported (default: a log line).
+    pub fn credential_sink(mut self, sink: Arc<dyn CredentialSink>) -> Self {
+        self.refresher = Arc::new(Refresher::new(sink, std::time::Duration::from_secs(300)));
+        self
     }
 
     /// The scheduling settings.
@@ -202,6 +214,7 @@ impl RelayBuilder {
             .layer(self.header_whitelist)
             .layer(self.beta_header)
             .relay_credentials()
+            .layer(OAuthRefreshLayer::with_refresher(self.refresher.clone()))
             .service(upstream);
         BoxCloneSyncService::new(service)
     }

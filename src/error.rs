@@ -291,6 +291,8 @@ pub enum UpstreamErrorKind {
     Io,
     /// The request could not be built for this account (bad base URL).
     Request,
+    /// The account's credentials could not be made ready (OAuth refresh).
+    Credentials,
 }
 
 impl UpstreamErrorKind {
@@ -301,6 +303,7 @@ impl UpstreamErrorKind {
             Self::Timeout => "upstream_timeout",
             Self::Io => "upstream_io_error",
             Self::Request => "upstream_request_error",
+            Self::Credentials => "upstream_credentials_error",
         }
     }
 }
@@ -341,6 +344,7 @@ impl fmt::Display for UpstreamError {
             UpstreamErrorKind::Timeout => "the upstream did not answer in time",
             UpstreamErrorKind::Io => "the upstream connection failed",
             UpstreamErrorKind::Request => "the upstream request could not be built",
+            UpstreamErrorKind::Credentials => "the account's credentials could not be refreshed",
         };
         write!(f, "{what} (account {})", self.account)
     }

@@ -59,6 +59,7 @@ pub mod failover;
 pub mod header_whitelist;
 pub mod list_models;
 pub mod model_map;
+pub mod oauth;
 pub mod parse;
 pub mod request_id;
 pub mod select;

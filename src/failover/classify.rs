@@ -107,6 +107,7 @@ pub fn classify(outcome: Outcome<'_>, account: AccountType, policy: ClassifyPoli
         Outcome::Transport(kind) => {
             let reason = match kind {
                 UpstreamErrorKind::Request => CooldownReason::Manual,
+                UpstreamErrorKind::Credentials => CooldownReason::CredentialsRejected,
                 _ => CooldownReason::UpstreamError,
             };
             return failover(reason, None);

@@ -94,6 +94,9 @@ struct Shared {
     open_streams: AtomicUsize,
     completed_streams: AtomicUsize,
     cancelled_streams: AtomicUsize,
+    // OAuth refreshes served, and refresh tokens already spent (rotation).
+    token_refreshes: AtomicUsize,
+    spent_refresh_tokens: Mutex<std::collections::HashSet<String>>,
     // Per credential: requests being answered now, and the most at once.
     in_flight: Mutex<HashMap<String, (usize, usize)>>,
     // Dropped with the mock: every waiting task sees its `changed()` end.
@@ -151,6 +154,8 @@ impl MockUpstreamBuilder {
             completed_streams: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
+            token_refreshes: AtomicUsize::new(0),
+            spent_refresh_tokens: Mutex::new(std::collections::HashSet::new()),
             stopped,
         });
         tokio::spawn(accept_loop(listener, shared.clone()));
@@ -247,6 +252,11 @@ impl MockUpstream {
         self.shared.open_streams.load(Ordering::SeqCst)
     }
 
+    /// OAuth token refreshes served at `/v1/oauth/token`.
+    pub fn token_refreshes(&self) -> usize {
+        self.shared.token_refreshes.load(Ordering::SeqCst)
+    }
+
     /// Requests with `credential` being answered now (a stream counts
     /// until it ends).
     pub fn in_flight(&self, credential: &str) -> usize {
@@ -318,6 +328,42 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         });
     }
+}
+
+/// The OAuth token endpoint's path.
+pub const TOKEN_PATH: &str = "/v1/oauth/token";
+
+/// Fault plans under this name apply to the token endpoint.
+pub const TOKEN_FAULTS: &str = "oauth-token";
+
+/// The `refresh_token` grant: new tokens each time; a refresh token works
+/// once (rotation), as Anthropic's does.
+fn token_endpoint(shared: &Arc<Shared>, body: &Bytes) -> Response<MockBody> {
+    let refused = |code: &str| {
+        let body = serde_json::json!({"error": code, "error_description": "refused by the mock"});
+        json_response(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()))
+    };
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(refresh_token) = request["refresh_token"].as_str() else {
+        return refused("invalid_request");
+    };
+    if request["grant_type"] != "refresh_token" {
+        return refused("unsupported_grant_type");
+    }
+    let fault = lock(&shared.plans)
+        .get_mut(TOKEN_FAULTS)
+        .and_then(PlanState::next_fault);
+    if fault.is_some() || !lock(&shared.spent_refresh_tokens).insert(refresh_token.to_owned()) {
+        return refused("invalid_grant");
+    }
+    let n = shared.token_refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+    let answer = serde_json::json!({
+        "access_token": format!("sk-ant-oat-refreshed-{n}"),
+        "refresh_token": format!("sk-ant-ort-refreshed-{n}"),
+        "expires_in": 3600,
+        "token_type": "Bearer",
+    });
+    json_response(StatusCode::OK, Bytes::from(answer.to_string()))
 }
 
 /// The error that makes hyper drop a connection without an answer.
@@ -411,6 +457,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         });
         records.len() - 1
     };
+    if parts.method == Method::POST && parts.uri.path() == TOKEN_PATH {
+        let response = token_endpoint(&shared, &body);
+        shared.record_status(index, response.status());
+        return Ok(response);
+    }
     let in_flight = InFlight::start(&shared, credential.as_deref());
     let fault = shared.next_fault(credential.as_deref());
     match fault {
