@@ -133,3 +133,28 @@ async fn models_lists_what_the_accounts_name() {
     assert_eq!(ids, ["claude-sonnet-4-5", "opus"]);
     assert_eq!(h.mock.request_count(), 0);
 }
+
+#[tokio::test]
+async fn accounts_with_an_egress_proxy_reach_the_upstream_only_through_it() {
+    use tower_llm_relay::mock::{MockProxy, ProxyKind};
+    for kind in [ProxyKind::HttpConnect, ProxyKind::Socks5] {
+        let proxy = MockProxy::start(kind).await.unwrap();
+        let extra = account(
+            "proxied",
+            "anthropic",
+            "api_key",
+            "sk-ant-proxied",
+            "{base}",
+        ) + &format!("proxy = \"{}\"\n", proxy.url());
+        let h = Harness::start(&extra).await;
+        for stream in [false, true] {
+            let answer = h
+                .call("/v1/messages", &messages_body("claude-sonnet-4-5", stream))
+                .await;
+            assert_eq!(answer.status, 200, "{kind:?}: {}", answer.text());
+        }
+        assert_eq!(h.mock.request_count(), 2);
+        // Pooled: both requests went through tunnels this proxy opened.
+        assert!(proxy.tunnels() >= 1, "{kind:?}: no tunnel opened");
+    }
+}

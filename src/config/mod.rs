@@ -617,11 +617,14 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             builder = builder.base_url(base_url);
         }
         if let Some(proxy) = &raw.proxy {
-            let uri = self.http_url(&format!("{at}.proxy"), proxy)?;
-            if uri.scheme_str() != Some("http") {
+            let uri = proxy
+                .parse::<Uri>()
+                .map_err(|_| self.err(format!("{at}.proxy"), format!("`{proxy}` is not a URL")))?;
+            let supported = matches!(uri.scheme_str(), Some("http" | "socks5" | "socks5h"));
+            if !supported || uri.host().is_none() {
                 return Err(self.err(
                     format!("{at}.proxy"),
-                    "only `http://` CONNECT proxies are supported",
+                    "must be an `http://` (CONNECT) or `socks5://` proxy URL with a host",
                 ));
             }
         }

@@ -23,8 +23,10 @@
 mod answers;
 mod body;
 mod fault;
+mod proxy;
 
 pub use fault::{Fault, FaultPlan};
+pub use proxy::{MockProxy, ProxyKind};
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,7 +15,29 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::UpstreamConfig;
 
 pub(super) type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-pub(super) type ProxiedClient = Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
+type TunnelClient = Client<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
+type SocksClient = Client<HttpsConnector<SocksV5<HttpConnector>>, Full<Bytes>>;
+
+/// A client whose connections go through an egress proxy.
+#[derive(Clone)]
+pub(super) enum ProxiedClient {
+    /// An HTTP proxy, through `CONNECT` tunnels.
+    Http(TunnelClient),
+    /// A SOCKS5 proxy.
+    Socks(SocksClient),
+}
+
+impl ProxiedClient {
+    pub(super) fn request(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Self::Http(client) => client.request(req),
+            Self::Socks(client) => client.request(req),
+        }
+    }
+}
 
 /// One pooled client for direct traffic, and one per egress proxy, made on
 /// first use: connections through different proxies must never share a pool.
@@ -42,11 +64,25 @@ impl Clients {
             return Ok(client.clone());
         }
         let uri: Uri = proxy.parse().map_err(|_| InvalidProxy)?;
-        let mut tunnel = Tunnel::new(uri.clone(), http_connector(&self.config));
-        if let Some(auth) = basic_auth(&uri) {
-            tunnel = tunnel.with_auth(auth);
-        }
-        let client = build_client(&self.config, tunnel);
+        let client = match uri.scheme_str() {
+            Some("http") => {
+                let mut tunnel = Tunnel::new(uri.clone(), http_connector(&self.config));
+                if let Some(auth) = basic_auth(&uri) {
+                    tunnel = tunnel.with_auth(auth);
+                }
+                ProxiedClient::Http(build_client(&self.config, tunnel))
+            }
+            Some("socks5" | "socks5h") => {
+                let remote_dns = uri.scheme_str() == Some("socks5h");
+                let mut socks =
+                    SocksV5::new(uri.clone(), http_connector(&self.config)).local_dns(!remote_dns);
+                if let Some((user, pass)) = user_info(&uri) {
+                    socks = socks.with_auth(user, pass);
+                }
+                ProxiedClient::Socks(build_client(&self.config, socks))
+            }
+            _ => return Err(InvalidProxy),
+        };
         clients.insert(proxy.into(), client.clone());
         Ok(client)
     }
@@ -89,6 +125,14 @@ where
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_host)
         .build(https)
+}
+
+/// The user name and password in a proxy URL, if any.
+fn user_info(uri: &Uri) -> Option<(String, String)> {
+    let authority = uri.authority()?.as_str();
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some((user.to_owned(), pass.to_owned()))
 }
 
 /// `Proxy-Authorization: Basic …` from the proxy URL's user info.
