@@ -63,12 +63,16 @@ pub enum RelayError {
         model: String,
     },
     /// Every account that could serve is cooling down, past the wait the
-    /// relay allows (503 with `retry-after`).
+    /// relay allows: 429 `rate_limit_error` when they are rate-limited,
+    /// else Anthropic 529 `overloaded_error` (OpenAI 503), with
+    /// `retry-after` at the soonest end.
     CoolingDown {
         /// The model the client asked for.
         model: String,
         /// When the soonest cooldown ends.
         retry_after: Duration,
+        /// Whether the soonest to return is rate-limited.
+        rate_limited: bool,
     },
     /// The chosen account's wait queue is full or the wait timed out
     /// (Anthropic 529 `overloaded_error`; OpenAI 503).
@@ -98,10 +102,11 @@ impl RelayError {
             Self::ClientRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::State(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Self::Overloaded { .. } => {
+            Self::NoAccount { .. } | Self::State(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CoolingDown {
+                rate_limited: true, ..
+            } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::CoolingDown { .. } => {
                 StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             Self::Upstream(e) if e.kind == UpstreamErrorKind::Timeout => {
@@ -132,7 +137,10 @@ impl RelayError {
                     Self::BodyRead(_) | Self::InvalidRequest(_) => "invalid_request_error",
                     Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
                     Self::ModelNotAllowed(_) => "permission_error",
-                    Self::ClientRateLimited { .. } => "rate_limit_error",
+                    Self::ClientRateLimited { .. }
+                    | Self::CoolingDown {
+                        rate_limited: true, ..
+                    } => "rate_limit_error",
                     Self::NotFound | Self::MethodNotAllowed => "not_found_error",
                     Self::NoAccount { .. } | Self::CoolingDown { .. } | Self::Overloaded { .. } => {
                         "overloaded_error"
@@ -167,6 +175,12 @@ impl RelayError {
             (ApiFormat::OpenAi, Self::NoAccount { .. }) => {
                 ("server_error", Some("no_available_account"))
             }
+            (
+                ApiFormat::OpenAi,
+                Self::CoolingDown {
+                    rate_limited: true, ..
+                },
+            ) => ("requests", Some("rate_limit_exceeded")),
             (ApiFormat::OpenAi, Self::CoolingDown { .. }) => {
                 ("server_error", Some("accounts_cooling_down"))
             }

@@ -29,7 +29,14 @@ async fn a_rate_limited_only_account_gives_429_with_its_retry_after() {
     let again = h
         .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
         .await;
-    assert_eq!(again.status, 503);
+    assert_eq!(again.status, 429);
+    assert_eq!(again.json()["error"]["type"], "rate_limit_error");
+    let retry: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((6..=7).contains(&retry), "{retry}");
     assert_eq!(h.mock.request_count(), 1);
 }
 

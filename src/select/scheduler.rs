@@ -526,12 +526,13 @@ impl Scheduler {
                 .iter()
                 .filter_map(|c| c.load.cooldown)
                 .filter(|(_, reason)| !waitable || !reason.disables())
-                .map(|(left, _)| left)
-                .min()
+                .min_by_key(|(left, _)| *left)
         };
         // Accounts disabled for auth or spend caps are never waited for.
         let waitable = soonest_of(true);
-        let soonest = waitable.or(soonest_of(false)).unwrap_or_default();
+        let (soonest, reason) = waitable
+            .or(soonest_of(false))
+            .unwrap_or((Duration::ZERO, CooldownReason::Overloaded));
         if waitable.is_some() && soonest <= self.inner.config.cooldown_wait_max {
             tokio::time::sleep(soonest).await;
             return Box::pin(self.select(req)).await;
@@ -539,6 +540,10 @@ impl Scheduler {
         Err(RelayError::CoolingDown {
             model: req.model.to_owned(),
             retry_after: soonest,
+            rate_limited: matches!(
+                reason,
+                CooldownReason::RateLimited | CooldownReason::UsageCap
+            ),
         })
     }
 
