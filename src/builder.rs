@@ -81,6 +81,7 @@ pub struct RelayBuilder {
     store: Arc<dyn StateStore>,
     stats: RuntimeStats,
     refresher: Arc<Refresher>,
+    scheduler: Option<Scheduler>,
 }
 
 impl Default for RelayBuilder {
@@ -106,6 +107,7 @@ impl RelayBuilder {
                 Arc::new(TracingSink),
                 std::time::Duration::from_secs(300),
             )),
+            scheduler: None,
         }
     }
 
@@ -133,15 +135,32 @@ impl RelayBuilder {
         self
     }
 
-    /// The scheduler this builder's settings make; [`RelayBuilder::build`]
-    /// uses one like it. Build it once and share it to observe decisions.
+    /// The scheduler the built relay uses: the one given to
+    /// [`RelayBuilder::with_scheduler`], else one made from this builder's
+    /// pool, settings, store and stats. Keep a clone to watch the relay
+    /// (loads, cooldowns, decisions).
     pub fn scheduler(&self) -> Scheduler {
-        Scheduler::with_state(
-            self.pool.clone(),
-            self.scheduling.clone(),
-            self.store.clone(),
-            self.stats.clone(),
-        )
+        match &self.scheduler {
+            Some(scheduler) => scheduler.clone(),
+            None => Scheduler::with_state(
+                self.pool.clone(),
+                self.scheduling.clone(),
+                self.store.clone(),
+                self.stats.clone(),
+            ),
+        }
+    }
+
+    /// Builds with this scheduler (its pool and settings replace the
+    /// builder's for selection and failover).
+    pub fn with_scheduler(mut self, scheduler: Scheduler) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// The OAuth token refresher the built relay uses.
+    pub fn refresher(&self) -> &Arc<Refresher> {
+        &self.refresher
     }
 
     /// The client keys accepted.

@@ -7,6 +7,7 @@
 //! cargo run --release --example proxy -- --demo
 //! ```
 
+mod admin;
 mod demo;
 mod server;
 

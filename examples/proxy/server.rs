@@ -33,9 +33,19 @@ pub(crate) fn bind(config: &Config) -> io::Result<TcpListener> {
 
 /// The proxy's routes: health, then the relay for everything else.
 pub(crate) fn router(config: &Config) -> Router {
-    let relay = config.relay_builder().build::<axum::body::Body>();
+    let builder = config.relay_builder();
+    let scheduler = builder.scheduler();
+    let refresher = builder.refresher().clone();
+    let relay = builder
+        .with_scheduler(scheduler.clone())
+        .build::<axum::body::Body>();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::admin::routes(
+            config.admin_key.clone(),
+            scheduler,
+            refresher,
+        ))
         .fallback_service(relay)
 }
 

@@ -61,12 +61,14 @@ mod decision;
 mod pool;
 mod rank;
 mod scheduler;
+mod status;
 
 pub use body::SlotBody;
 pub use config::{SchedulingConfig, ScoreWeights, SelectionPolicy};
 pub use decision::{Decision, DecisionLayer, SchedulerMetrics};
 pub use pool::AccountPool;
 pub use scheduler::{Excluded, PinnedAccount, Scheduler, SelectRequest, Selection};
+pub use status::AccountStatus;
 
 use std::future::Future;
 use std::pin::Pin;

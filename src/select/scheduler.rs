@@ -232,6 +232,11 @@ impl Scheduler {
             .unwrap_or_default()
     }
 
+    /// Failures in a row of `account` (per replica).
+    pub fn failure_streak(&self, account: &AccountId) -> u32 {
+        self.streak(account).failures
+    }
+
     /// Whether `account` is ejected (its failure streak reached the limit):
     /// its next request is a probe.
     pub fn is_ejected(&self, account: &AccountId) -> bool {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy_process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,94 @@
+//! The proxy's admin API, through the real binary.
+
+mod support;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::proxy_process::{ConfigFile, Proxy};
+use support::{account, messages_body};
+use tower_llm_relay::mock::MockUpstream;
+
+fn get(url: String, auth: Option<(&str, String)>) -> Request<Full<Bytes>> {
+    let mut req = Request::get(url);
+    if let Some((name, value)) = auth {
+        req = req.header(name, value);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn admin_accounts_shows_state_to_the_admin_key_only() {
+    let mock = MockUpstream::start().await.unwrap();
+    let config = ConfigFile::new(&format!(
+        "admin_key = \"sk-relay-admin-test\"\n[[keys]]\nkey = \"sk-relay-c\"\nname = \"c\"\n{}",
+        account(
+            "acct-1",
+            "anthropic",
+            "api_key",
+            "sk-ant-secret-admin",
+            &mock.base_url()
+        )
+    ));
+    let proxy = Proxy::start(config.path(), &[]);
+    let served = support::send(
+        Request::post(proxy.url("/v1/messages"))
+            .header("x-api-key", "sk-relay-c")
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                false,
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(served.status, 200);
+
+    let refused = support::send(get(proxy.url("/admin/accounts"), None)).await;
+    assert_eq!(refused.status, 401);
+    let wrong = support::send(get(
+        proxy.url("/admin/accounts"),
+        Some(("x-api-key", "sk-relay-c".into())),
+    ))
+    .await;
+    assert_eq!(wrong.status, 401, "a client key is not the admin key");
+
+    let basic = base64::engine::general_purpose::STANDARD.encode("anyone:sk-relay-admin-test");
+    for auth in [
+        ("authorization", "Bearer sk-relay-admin-test".to_owned()),
+        ("x-api-key", "sk-relay-admin-test".to_owned()),
+        ("authorization", format!("Basic {basic}")),
+    ] {
+        let answer = support::send(get(proxy.url("/admin/accounts"), Some(auth))).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let json = answer.json();
+        let first = &json["accounts"][0];
+        assert_eq!(first["id"], "acct-1");
+        assert_eq!(first["in_flight"], 0);
+        assert_eq!(first["concurrency"], 4);
+        assert!(first["cooldown_until"].is_null());
+        assert!(
+            !answer.text().contains("sk-ant-secret-admin"),
+            "a credential leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_an_admin_key_admin_paths_are_404() {
+    let mock = MockUpstream::start().await.unwrap();
+    let config = ConfigFile::new(&format!(
+        "[[keys]]\nkey = \"sk-relay-c\"\nname = \"c\"\n{}",
+        account("acct-1", "anthropic", "api_key", "k", &mock.base_url())
+    ));
+    let proxy = Proxy::start(config.path(), &[]);
+    for path in ["/admin", "/admin/accounts", "/admin/keys"] {
+        let answer = support::send(get(
+            proxy.url(path),
+            Some(("authorization", "Bearer anything".into())),
+        ))
+        .await;
+        assert_eq!(answer.status, 404, "{path}");
+        assert_eq!(answer.json()["type"], "error");
+    }
+}
