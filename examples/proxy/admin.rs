@@ -74,13 +74,13 @@ fn presented(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
-    let ok = presented(headers).is_some_and(|given| {
+fn authorized(admin: &Admin, headers: &HeaderMap) -> bool {
+    presented(headers).is_some_and(|given| {
         bool::from(given.as_bytes().ct_eq(admin.key.expose_secret().as_bytes()))
-    });
-    if ok {
-        return Ok(());
-    }
+    })
+}
+
+fn unauthorized() -> Response {
     let mut response = into_axum(RelayError::InvalidApiKey);
     // Lets a browser ask for the key.
     response.headers_mut().insert(
@@ -88,12 +88,12 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
         header::HeaderValue::from_static("Basic realm=\"relay admin\""),
     );
     *response.status_mut() = StatusCode::UNAUTHORIZED;
-    Err(response)
+    response
 }
 
 async fn accounts(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorized(&admin, &headers) {
-        return refused;
+    if !authorized(&admin, &headers) {
+        return unauthorized();
     }
     let pool = admin.scheduler.pool().clone();
     let statuses = admin.scheduler.status().await;
