@@ -39,6 +39,27 @@
 #![deny(missing_docs, unreachable_pub, unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner
+/// service is the field `inner` of type `S` (tower-http's set).
+macro_rules! inner_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 mod account;
 mod body;
 mod builder;

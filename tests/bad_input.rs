@@ -207,13 +207,11 @@ async fn openai_paths_answer_in_openai_format() {
 
 #[tokio::test]
 async fn a_model_the_key_may_not_use_is_403() {
-    let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
-    let toml = format!(
+    let h = Harness::with_toml(&format!(
         "[[keys]]\nkey = \"sk-relay-limited\"\nname = \"limited\"\nmodels = [\"claude-haiku-*\"]\n{}",
-        account("claude-1", "anthropic", "api_key", "k", &mock.base_url())
-    );
-    let config = tower_llm_relay::config::Config::from_toml(&toml, "t.toml", |_| None).unwrap();
-    let h = Harness::serve(mock, config.relay_builder()).await;
+        account("claude-1", "anthropic", "api_key", "k", "{base}")
+    ))
+    .await;
     let body = messages_body("claude-opus-4-1", false);
     let answer = h
         .send(req(
@@ -242,13 +240,11 @@ async fn a_model_the_key_may_not_use_is_403() {
 
 #[tokio::test]
 async fn bodies_past_the_limit_are_413() {
-    let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
-    let toml = format!(
+    let h = Harness::with_toml(&format!(
         "body_limit_bytes = 1024\n[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"t\"\n{}",
-        account("claude-1", "anthropic", "api_key", "k", &mock.base_url())
-    );
-    let config = tower_llm_relay::config::Config::from_toml(&toml, "t.toml", |_| None).unwrap();
-    let h = Harness::serve(mock, config.relay_builder()).await;
+        account("claude-1", "anthropic", "api_key", "k", "{base}")
+    ))
+    .await;
     let big = serde_json::json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
     let answer = h
         .send(req(

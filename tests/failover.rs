@@ -215,11 +215,7 @@ async fn when_every_account_fails_the_error_lists_the_attempts() {
 #[tokio::test]
 async fn a_429_with_retry_after_keeps_the_account_out_for_that_long() {
     let mock = MockUpstream::start().await.unwrap();
-    let store = MemoryStore::new();
-    let builder = support::config_for(&mock, &two("api_key"))
-        .relay_builder()
-        .state(Arc::new(store.clone()));
-    let h = Harness::serve(mock, builder).await;
+    let (h, store) = Harness::with_store(mock, &two("api_key")).await;
     h.mock.set_faults(
         "cred-first",
         FaultPlan::Sequence(vec![Fault::Status {
@@ -584,11 +580,7 @@ async fn with_every_upstream_hanging_the_client_gets_its_error_by_the_deadline()
 #[tokio::test]
 async fn the_exhausted_error_lists_skipped_accounts_too() {
     let mock = MockUpstream::start().await.unwrap();
-    let store = MemoryStore::new();
-    let builder = support::config_for(&mock, &two("api_key"))
-        .relay_builder()
-        .state(Arc::new(store.clone()));
-    let h = Harness::serve(mock, builder).await;
+    let (h, store) = Harness::with_store(mock, &two("api_key")).await;
     let second = AccountId::from("second");
     store
         .set_cooldown(
@@ -625,11 +617,7 @@ async fn the_exhausted_error_lists_skipped_accounts_too() {
 #[tokio::test]
 async fn a_rate_limit_cools_the_account_for_that_model_only() {
     let mock = MockUpstream::start().await.unwrap();
-    let store = MemoryStore::new();
-    let builder = support::config_for(&mock, &two("api_key"))
-        .relay_builder()
-        .state(Arc::new(store.clone()));
-    let h = Harness::serve(mock, builder).await;
+    let (h, store) = Harness::with_store(mock, &two("api_key")).await;
     h.mock.set_faults(
         "cred-first",
         FaultPlan::Sequence(vec![Fault::Status {

@@ -91,20 +91,7 @@ impl<S> Auth<S> {
         AuthLayer::new(keys)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, RelayError> {
         let presented = presented_key(headers).ok_or(RelayError::MissingApiKey)?;

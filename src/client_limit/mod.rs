@@ -112,20 +112,7 @@ impl<S> ClientLimit<S> {
         ClientLimitLayer::new(principals)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 
     /// Admits a request of `key`, returning the permit it holds.
     fn admit(&self, key: &KeyId) -> Result<Option<OwnedSemaphorePermit>, RelayError> {

@@ -88,20 +88,7 @@ pub struct OAuthRefresh<S> {
 }
 
 impl<S> OAuthRefresh<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 /// Response future of [`OAuthRefresh`].

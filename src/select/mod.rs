@@ -131,20 +131,7 @@ impl<S> AccountSelect<S> {
         AccountSelectLayer::new(scheduler)
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 
     /// The scheduler it selects with.
     pub fn scheduler(&self) -> &Scheduler {

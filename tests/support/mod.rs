@@ -70,6 +70,28 @@ impl Harness {
         Self::serve(mock, builder).await
     }
 
+    /// A mock, and a relay whose whole config is `toml` (no test key is
+    /// added), where `{base}` stands for the mock's URL.
+    pub async fn with_toml(toml: &str) -> Harness {
+        let mock = MockUpstream::start().await.expect("mock upstream starts");
+        let toml = toml.replace("{base}", &mock.base_url());
+        let config = Config::from_toml(&toml, "test.toml", |_| None).expect("test config is valid");
+        Self::serve(mock, config.relay_builder()).await
+    }
+
+    /// As [`Harness::with_mock`], also returning the relay's state store
+    /// so a test can look at slots and cooldowns.
+    pub async fn with_store(
+        mock: MockUpstream,
+        extra: &str,
+    ) -> (Harness, tower_llm_relay::state::MemoryStore) {
+        let store = tower_llm_relay::state::MemoryStore::new();
+        let builder = config_for(&mock, extra)
+            .relay_builder()
+            .state(std::sync::Arc::new(store.clone()));
+        (Self::serve(mock, builder).await, store)
+    }
+
     /// A mock and a relay built by `builder`.
     pub async fn serve(mock: MockUpstream, builder: RelayBuilder) -> Harness {
         let relay = builder.build::<axum::body::Body>();
