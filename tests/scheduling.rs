@@ -216,3 +216,42 @@ fn request(h: &Harness, key: &str, stream: bool) -> http::Request<Full<Bytes>> {
         ))))
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_real_proxy_binary_concurrency_limits_hold_under_64_requests() {
+    use support::proxy_process::{ConfigFile, Proxy};
+    let mock = slow_mock().await;
+    let config = ConfigFile::new(&format!(
+        "[[keys]]\nkey = \"sk-relay-bin\"\nname = \"bin\"\n{}",
+        two_accounts(3).replace("{base}", &mock.base_url())
+    ));
+    let proxy = Arc::new(Proxy::start(config.path(), &[]));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let url = proxy.url("/v1/messages");
+        tasks.push(tokio::spawn(async move {
+            let body = serde_json::json!({
+                "model": "claude-sonnet-4-5",
+                "stream": true,
+                "messages": [{"role": "user", "content": format!("conversation {i}")}],
+            });
+            let req = http::Request::post(url)
+                .header("x-api-key", "sk-relay-bin")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap();
+            support::send(req).await
+        }));
+    }
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    for key in ["sk-ant-a1", "sk-ant-a2"] {
+        let peak = mock.peak_in_flight(key);
+        assert!(
+            (2..=3).contains(&peak),
+            "{key}: peak {peak} in flight, limit 3"
+        );
+    }
+    assert_eq!(mock.request_count(), 64);
+}
