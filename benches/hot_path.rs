@@ -110,5 +110,56 @@ fn select(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, select);
+/// The parts of one selection over 1,000 accounts, to see where it goes.
+fn select_parts(c: &mut Criterion) {
+    use tower_llm_relay::state::{MemoryStore, StateStore};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let pool = pool(1000);
+    let store = MemoryStore::new();
+    let mut group = c.benchmark_group("select_parts_1000");
+    group.bench_function("pool_candidates", |b| {
+        b.iter(|| {
+            pool.indexed_candidates(
+                Endpoint::Messages,
+                black_box("claude-sonnet-4-5"),
+                Some("default"),
+            )
+            .count()
+        })
+    });
+    let ids: Vec<&tower_llm_relay::AccountId> = pool.accounts().iter().map(|a| a.id()).collect();
+    let populated = MemoryStore::new();
+    runtime.block_on(async {
+        let limits = tower_llm_relay::state::SlotLimits {
+            concurrency: 4,
+            rpm: None,
+        };
+        for id in &ids {
+            // Taken and given back: every account now has state.
+            let _ = populated.try_acquire(id, limits).await;
+        }
+    });
+    group.bench_function("memory_store_loads_populated", |b| {
+        b.to_async(&runtime).iter(|| async {
+            populated
+                .loads(black_box(&ids), Some("claude-sonnet-4-5"))
+                .await
+                .map(|l| l.len())
+        })
+    });
+    group.bench_function("memory_store_loads", |b| {
+        b.to_async(&runtime).iter(|| async {
+            store
+                .loads(black_box(&ids), Some("claude-sonnet-4-5"))
+                .await
+                .map(|l| l.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, select, select_parts);
 criterion_main!(benches);
