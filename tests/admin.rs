@@ -92,3 +92,53 @@ async fn without_an_admin_key_admin_paths_are_404() {
         assert_eq!(answer.json()["type"], "error");
     }
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_per_account_state() {
+    let mock = MockUpstream::start().await.unwrap();
+    let config = ConfigFile::new(&format!(
+        "metrics_key = \"sk-relay-metrics\"\n[[keys]]\nkey = \"sk-relay-c\"\nname = \"c\"\n{}",
+        account(
+            "acct-1",
+            "anthropic",
+            "api_key",
+            "sk-ant-secret-m",
+            &mock.base_url()
+        )
+    ));
+    let proxy = Proxy::start(config.path(), &[]);
+    let served = support::send(
+        Request::post(proxy.url("/v1/messages"))
+            .header("x-api-key", "sk-relay-c")
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                false,
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(served.status, 200);
+    let refused = support::send(get(proxy.url("/metrics"), None)).await;
+    assert_eq!(refused.status, 401);
+    let answer = support::send(get(
+        proxy.url("/metrics"),
+        Some(("authorization", "Bearer sk-relay-metrics".into())),
+    ))
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = answer.text();
+    assert!(text.contains("relay_requests_total{"), "{text}");
+    assert!(text.contains("account=\"acct-1\""), "{text}");
+    assert!(
+        text.contains("relay_account_in_flight{account=\"acct-1\"} 0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sk-ant-secret-m") && !text.contains("sk-relay-c"),
+        "a credential leaked"
+    );
+}

@@ -9,6 +9,7 @@
 
 mod admin;
 mod demo;
+mod metrics;
 mod server;
 
 use std::net::SocketAddr;

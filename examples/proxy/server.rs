@@ -43,8 +43,12 @@ pub(crate) fn router(config: &Config) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(crate::admin::routes(
             config.admin_key.clone(),
-            scheduler,
+            scheduler.clone(),
             refresher,
+        ))
+        .merge(crate::metrics::routes(
+            config.metrics_key.clone(),
+            scheduler,
         ))
         .fallback_service(relay)
 }

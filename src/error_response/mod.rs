@@ -158,7 +158,12 @@ where
                 } else {
                     tracing::debug!(error = %error, "request refused");
                 }
-                Poll::Ready(Ok(error.into_response(*this.format)))
+                {
+                    let response = error.into_response(*this.format);
+                    let status = response.status().as_u16().to_string();
+                    metrics::counter!("relay_errors_total", "status" => status).increment(1);
+                    Poll::Ready(Ok(response))
+                }
             }
         }
     }

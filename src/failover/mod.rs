@@ -228,6 +228,10 @@ where
             scheduler: self.scheduler.clone(),
             budget: self.budget.clone(),
             format: ApiFormat::of(&req),
+            route: req
+                .extensions()
+                .get::<ParsedRequest>()
+                .map_or("other", |p| p.endpoint().upstream_path()),
             attempts: Vec::new(),
             excluded: Excluded::default(),
             last_failure: None,
@@ -269,6 +273,8 @@ struct Run<S> {
     scheduler: Scheduler,
     budget: Arc<TpsBudget>,
     format: ApiFormat,
+    // The endpoint's path, as a metrics label.
+    route: &'static str,
     attempts: Vec<Attempt>,
     excluded: Excluded,
     last_failure: Option<Failure>,
@@ -399,6 +405,8 @@ where
                         )
                         .await;
                     self.scheduler.record_switch();
+                    metrics::counter!("relay_account_switches_total", "account" => account.to_string())
+                        .increment(1);
                     tracing::info!(%account, reason = cooldown.reason.as_str(), "failing over");
                     self.excluded.0.insert(account);
                     self.pinned = None;
@@ -518,11 +526,23 @@ where
         if parts.status.is_success() {
             self.scheduler.report_success(&account, None).await;
         }
+        let duration = started.elapsed();
+        metrics::histogram!("relay_upstream_response_seconds", "account" => account.to_string())
+            .record(duration.as_secs_f64());
+        metrics::counter!(
+            "relay_requests_total",
+            "route" => self.route,
+            "status" => parts.status.as_u16().to_string(),
+            "account" => account.to_string(),
+            "outcome" => "served",
+        )
+        .increment(1);
+        metrics::histogram!("relay_attempts_per_request").record((self.attempts.len() + 1) as f64);
         self.attempts.push(Attempt {
             account,
             outcome: parts.status.as_u16().to_string(),
             action: AttemptAction::Served,
-            duration: started.elapsed(),
+            duration,
         });
         parts
             .headers
@@ -585,6 +605,15 @@ where
             .iter()
             .map(|a| (a.account.clone(), a.outcome.clone()))
             .collect();
+        metrics::counter!(
+            "relay_requests_total",
+            "route" => self.route,
+            "status" => status.as_u16().to_string(),
+            "account" => "",
+            "outcome" => "exhausted",
+        )
+        .increment(1);
+        metrics::histogram!("relay_attempts_per_request").record(self.attempts.len() as f64);
         RelayError::Exhausted(Exhausted::new(
             status,
             kind,
