@@ -29,6 +29,7 @@ use crate::select::{AccountPool, AccountSelectLayer, Scheduler, SchedulingConfig
 use crate::session_hash::SessionHashLayer;
 use crate::state::{MemoryStore, StateStore};
 use crate::stats::RuntimeStats;
+use crate::trace::RequestTraceLayer;
 use crate::upstream::{Upstream, UpstreamConfig};
 
 /// The relay as one service: any request body in, a [`RelayBody`] out,
@@ -220,6 +221,7 @@ impl RelayBuilder {
             .and_then(|h| http::HeaderName::from_bytes(h.as_bytes()).ok());
         let service = ServiceBuilder::new()
             .relay_request_id()
+            .relay_trace()
             .relay_error_response()
             .relay_body_limit(self.body_limit)
             .relay_auth(self.keys.clone())
@@ -257,6 +259,8 @@ impl RelayBuilder {
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// See [`crate::request_id`].
     fn relay_request_id(self) -> ServiceBuilder<Stack<RequestIdLayer, L>>;
+    /// See [`crate::trace`].
+    fn relay_trace(self) -> ServiceBuilder<Stack<RequestTraceLayer, L>>;
     /// See [`crate::error_response`].
     fn relay_error_response(self) -> ServiceBuilder<Stack<ErrorResponseLayer, L>>;
     /// See [`crate::body_limit`].
@@ -294,6 +298,10 @@ mod sealed {
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn relay_request_id(self) -> ServiceBuilder<Stack<RequestIdLayer, L>> {
         self.layer(RequestIdLayer::new())
+    }
+
+    fn relay_trace(self) -> ServiceBuilder<Stack<RequestTraceLayer, L>> {
+        self.layer(RequestTraceLayer::new())
     }
 
     fn relay_error_response(self) -> ServiceBuilder<Stack<ErrorResponseLayer, L>> {

@@ -87,6 +87,7 @@ pub mod select;
 pub mod session_hash;
 pub mod state;
 pub mod stats;
+pub mod trace;
 pub mod upstream;
 
 #[cfg(feature = "config")]

@@ -254,6 +254,9 @@ where
                 .and_then(|name| req.headers().get(name))
                 .and_then(|v| v.to_str().ok());
             if let Some(hash) = SessionHash::from_request(parsed, header) {
+                // A prefix is enough to follow a session in logs.
+                let prefix = hash.as_str().get(..8).unwrap_or(hash.as_str());
+                tracing::Span::current().record("session", prefix);
                 req.extensions_mut().insert(hash);
             }
         }

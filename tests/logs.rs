@@ -1,0 +1,77 @@
+//! What the relay logs: one line per request with who, what model, which
+//! account — and never a credential or message content.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use support::{account, Harness, CLIENT_KEY};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_line_per_request_without_secrets_or_content() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::start(&account(
+        "acct-1",
+        "anthropic",
+        "api_key",
+        "sk-ant-upstream-secret",
+        "{base}",
+    ))
+    .await;
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "system": "private system prompt",
+        "messages": [{"role": "user", "content": "private message content"}],
+    });
+    let answer = h.call("/v1/messages", &body.to_string()).await;
+    assert_eq!(answer.status, 200);
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("answered"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    for field in [
+        "key=\"test\"",
+        "model=\"claude-sonnet-4-5\"",
+        "status=200",
+        "account=acct-1",
+        "session=\"",
+    ] {
+        assert!(line.contains(field), "`{field}` missing from: {line}");
+    }
+    for secret in [
+        CLIENT_KEY,
+        "sk-ant-upstream-secret",
+        "private system prompt",
+        "private message content",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "`{secret}` reached the logs:\n{logs}"
+        );
+    }
+}
