@@ -1,83 +1,96 @@
+//! What can go wrong, and when.
+
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// One way the mock can misbehave for a request.
+/// One way the mock misbehaves for one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
-    /// An error answer with this status in the API's format
-    /// (429 `rate_limit_error`, 529 `overloaded_error`, 5xx `api_error`,
-    /// 401 `authentication_error`, 403 `permission_error`, 400
-    /// `invalid_request_error`), with `retry-after` when given.
+    /// An error answer with this status, in the API's own error format.
+    ///
+    /// The error type follows the status: 400 `invalid_request_error`,
+    /// 401 `authentication_error`, 403 `permission_error`, 429
+    /// `rate_limit_error`, 529 `overloaded_error`, other 5xx `api_error`
+    /// (Anthropic names; OpenAI paths get OpenAI's). A `retry-after`
+    /// header is sent when `retry_after` is given.
     Status {
-        /// The HTTP status.
+        /// The HTTP status code.
         status: u16,
-        /// Seconds for a `retry-after` header.
+        /// Seconds for the `retry-after` header, if any.
         retry_after: Option<u64>,
     },
-    /// A 400 with this message.
+    /// A 400 `invalid_request_error` carrying this message.
     BadRequest {
         /// The error message.
         message: String,
     },
-    /// The connection is closed without an answer.
+    /// The connection is closed without any answer (a TCP reset over
+    /// HTTP/1, a stream reset over HTTP/2).
     ConnectionReset,
-    /// No answer ever comes (until the mock is dropped).
+    /// No answer ever comes; the connection stays open until the client
+    /// gives up or the mock is dropped.
     Hang,
-    /// Streams open with an `event: error` (overloaded) and end; non-stream
-    /// requests get 529.
+    /// Streams: a 200 `text/event-stream` whose first event is an
+    /// `event: error` (overloaded), then the end. Non-stream requests: a
+    /// 529 overloaded error.
     SseErrorFirst,
-    /// The answer is cut off abruptly after this many events (streams) or
-    /// half way (JSON).
+    /// Streams: this many events, then the connection breaks (the client
+    /// sees a body error, not a clean end). Non-stream requests: half the
+    /// JSON body, then the break.
     MidStreamCut {
-        /// Events sent before the cut.
+        /// Events sent before the break.
         after_events: usize,
     },
-    /// Stream events come this far apart.
+    /// Streams: this delay between events instead of the configured one.
     SlowStream {
-        /// The delay between events.
+        /// The delay between two events.
         interval: Duration,
     },
 }
 
-/// When faults happen, for one credential (or by default).
+/// When faults happen for one credential (or for all others).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum FaultPlan {
-    /// Never: every request is answered normally.
+    /// Every request is answered normally.
     #[default]
     Never,
-    /// Every request.
+    /// Every request gets this fault.
     Always(Fault),
-    /// The next requests get these faults in order, then normal answers.
+    /// The next requests get these faults in order, later ones normal
+    /// answers.
     Sequence(Vec<Fault>),
-    /// Every `n`-th request.
+    /// Every `n`-th request gets the fault (the `n`-th, `2n`-th, ...);
+    /// `n == 0` never does.
     EveryNth {
-        /// The period.
+        /// The period, counted in requests.
         n: usize,
         /// The fault.
         fault: Fault,
     },
-    /// Each request with this probability, reproducibly from `seed`.
+    /// Each request gets the fault with this probability, drawn from a
+    /// generator seeded with `seed`, so a run can be reproduced.
     Random {
-        /// The chance of the fault, 0.0 to 1.0.
+        /// The chance of the fault, from 0.0 (never) to 1.0 (always).
         probability: f64,
         /// The fault.
         fault: Fault,
-        /// The seed of the random sequence.
+        /// The generator's seed.
         seed: u64,
     },
 }
 
-/// A plan and how far it has gone.
+/// A plan together with how far it has gone.
 #[derive(Debug)]
-pub(super) struct PlanState {
+pub(super) struct PlanCursor {
     plan: FaultPlan,
-    requests: usize,
+    requests_seen: usize,
+    // Only for `Random`: its own generator, so other plans don't disturb it.
     rng: Option<StdRng>,
 }
 
-impl PlanState {
+impl PlanCursor {
     pub(super) fn new(plan: FaultPlan) -> Self {
         let rng = match &plan {
             FaultPlan::Random { seed, .. } => Some(StdRng::seed_from_u64(*seed)),
@@ -85,26 +98,28 @@ impl PlanState {
         };
         Self {
             plan,
-            requests: 0,
+            requests_seen: 0,
             rng,
         }
     }
 
-    /// The fault for the next request, if any.
+    /// The fault for the next request, if it gets one.
     pub(super) fn next_fault(&mut self) -> Option<Fault> {
-        self.requests += 1;
+        self.requests_seen += 1;
+        let seen = self.requests_seen;
         match &self.plan {
             FaultPlan::Never => None,
             FaultPlan::Always(fault) => Some(fault.clone()),
-            FaultPlan::Sequence(faults) => faults.get(self.requests - 1).cloned(),
+            FaultPlan::Sequence(faults) => faults.get(seen - 1).cloned(),
             FaultPlan::EveryNth { n, fault } => {
-                (*n > 0 && self.requests.is_multiple_of(*n)).then(|| fault.clone())
+                (*n > 0 && seen.is_multiple_of(*n)).then(|| fault.clone())
             }
             FaultPlan::Random {
                 probability, fault, ..
             } => {
-                let roll: f64 = self.rng.as_mut().map_or(1.0, |rng| rng.random());
-                (roll < *probability).then(|| fault.clone())
+                // Always draw, so the sequence depends only on the seed.
+                let draw: f64 = self.rng.as_mut().map_or(1.0, |rng| rng.random());
+                (draw < *probability).then(|| fault.clone())
             }
         }
     }
@@ -114,39 +129,75 @@ impl PlanState {
 mod tests {
     use super::*;
 
-    fn fault() -> Fault {
+    fn overloaded() -> Fault {
         Fault::Status {
             status: 529,
             retry_after: None,
         }
     }
 
+    fn pattern(plan: FaultPlan, requests: usize) -> Vec<bool> {
+        let mut cursor = PlanCursor::new(plan);
+        (0..requests)
+            .map(|_| cursor.next_fault().is_some())
+            .collect()
+    }
+
     #[test]
-    fn plans_yield_faults_in_their_pattern() {
-        let mut every = PlanState::new(FaultPlan::EveryNth {
+    fn never_and_always() {
+        assert_eq!(pattern(FaultPlan::Never, 3), [false; 3]);
+        assert_eq!(pattern(FaultPlan::Always(overloaded()), 3), [true; 3]);
+    }
+
+    #[test]
+    fn sequence_gives_its_faults_in_order_then_nothing() {
+        let mut cursor = PlanCursor::new(FaultPlan::Sequence(vec![Fault::Hang, overloaded()]));
+        assert_eq!(cursor.next_fault(), Some(Fault::Hang));
+        assert_eq!(cursor.next_fault(), Some(overloaded()));
+        assert_eq!(cursor.next_fault(), None);
+        assert_eq!(cursor.next_fault(), None);
+    }
+
+    #[test]
+    fn every_nth_hits_multiples_of_n_and_zero_never() {
+        let every_third = FaultPlan::EveryNth {
             n: 3,
-            fault: fault(),
-        });
-        let hits: Vec<bool> = (0..6).map(|_| every.next_fault().is_some()).collect();
-        assert_eq!(hits, [false, false, true, false, false, true]);
-
-        let mut seq = PlanState::new(FaultPlan::Sequence(vec![fault(), Fault::Hang]));
-        assert_eq!(seq.next_fault(), Some(fault()));
-        assert_eq!(seq.next_fault(), Some(Fault::Hang));
-        assert_eq!(seq.next_fault(), None);
-
-        let random = |seed| {
-            let mut plan = PlanState::new(FaultPlan::Random {
-                probability: 0.5,
-                fault: fault(),
-                seed,
-            });
-            (0..64)
-                .map(|_| plan.next_fault().is_some())
-                .collect::<Vec<_>>()
+            fault: overloaded(),
         };
-        assert_eq!(random(7), random(7));
-        let hits = random(7).into_iter().filter(|h| *h).count();
-        assert!((16..=48).contains(&hits), "{hits}");
+        assert_eq!(
+            pattern(every_third, 7),
+            [false, false, true, false, false, true, false]
+        );
+        let zero = FaultPlan::EveryNth {
+            n: 0,
+            fault: overloaded(),
+        };
+        assert_eq!(pattern(zero, 4), [false; 4]);
+    }
+
+    #[test]
+    fn random_is_reproducible_and_roughly_honours_the_probability() {
+        let plan = |seed| FaultPlan::Random {
+            probability: 0.3,
+            fault: overloaded(),
+            seed,
+        };
+        let first = pattern(plan(42), 1000);
+        assert_eq!(first, pattern(plan(42), 1000));
+        assert_ne!(first, pattern(plan(43), 1000));
+        let hits = first.iter().filter(|hit| **hit).count();
+        assert!((200..400).contains(&hits), "{hits} hits of 1000");
+        let never = FaultPlan::Random {
+            probability: 0.0,
+            fault: overloaded(),
+            seed: 1,
+        };
+        assert_eq!(pattern(never, 100), [false; 100]);
+        let always = FaultPlan::Random {
+            probability: 1.0,
+            fault: overloaded(),
+            seed: 1,
+        };
+        assert_eq!(pattern(always, 100), [true; 100]);
     }
 }

@@ -1,209 +1,207 @@
-//! A mock upstream: a real HTTP server on 127.0.0.1 that answers like
+//! A mock LLM upstream: a real HTTP server on 127.0.0.1 that answers like
 //! Anthropic (`/v1/messages`, `/v1/messages/count_tokens`) and OpenAI
-//! (`/v1/chat/completions`, `/v1/responses`), streams or not, and
-//! misbehaves on request ([`Fault`], [`FaultPlan`], per credential).
+//! (`/v1/chat/completions`, `/v1/responses`, `/v1/models`), streamed or
+//! not, and misbehaves on demand per credential ([`Fault`], [`FaultPlan`]).
 //!
-//! It records every request and the exact bytes it sent back, so a test
-//! can compare what a client received with what the upstream sent. It is
-//! for tests, demos and benchmarks; enable the `mock` feature.
+//! It records every request and exactly the bytes it sent back, so a test
+//! can compare what its client got with what the upstream sent. It speaks
+//! HTTP/1.1 and h2c, with keep-alive. Dropping the [`MockUpstream`] stops
+//! the server and closes its connections.
+//!
+//! The mock does not authenticate: it records the credential of each
+//! request (`x-api-key`, or `Authorization: Bearer`) and uses it to pick
+//! the request's [`FaultPlan`].
+//!
+//! Besides the LLM endpoints it serves an OAuth token endpoint
+//! ([`TOKEN_PATH`], with rotating refresh tokens), counts requests in
+//! flight per credential, and [`MockProxy`] offers HTTP `CONNECT` and
+//! SOCKS5 egress proxies that count their tunnels.
 //!
 //! # Examples
 //!
 //! ```
 //! use tower_llm_relay::mock::{Fault, FaultPlan, MockUpstream};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let mock = MockUpstream::start().await.unwrap();
-//! mock.set_faults("sk-flaky", FaultPlan::Always(Fault::Status { status: 529, retry_after: None }));
-//! assert!(mock.base_url().starts_with("http://127.0.0.1:"));
-//! assert_eq!(mock.request_count(), 0);
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let mock = MockUpstream::start().await?;
+//! mock.set_faults("sk-flaky", FaultPlan::Sequence(vec![Fault::Status { status: 529, retry_after: Some(2) }]));
+//!
+//! // Any HTTP client works; a raw HTTP/1.1 request keeps this short.
+//! let body = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}"#;
+//! let mut tcp = tokio::net::TcpStream::connect(mock.addr()).await?;
+//! let request = format!(
+//!     "POST /v1/messages HTTP/1.1\r\nhost: {}\r\nx-api-key: sk-flaky\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+//!     mock.addr(),
+//!     body.len(),
+//! );
+//! tcp.write_all(request.as_bytes()).await?;
+//! let mut answer = String::new();
+//! tcp.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 529"));
+//! assert!(answer.contains(r#""type":"overloaded_error""#));
+//!
+//! let seen = mock.received();
+//! assert_eq!(seen[0].path_and_query, "/v1/messages");
+//! assert_eq!(seen[0].credential.as_deref(), Some("sk-flaky"));
+//! assert_eq!(seen[0].status, 529);
+//! assert!(answer.ends_with(std::str::from_utf8(&seen[0].response_body).unwrap()));
+//! # Ok(())
 //! # }
 //! ```
 
-mod answers;
+mod answer;
+mod anthropic;
 mod body;
 mod fault;
+mod handler;
+mod oauth;
+mod openai;
 mod proxy;
+mod server;
+mod state;
 
 pub use fault::{Fault, FaultPlan};
 pub use proxy::{MockProxy, ProxyKind};
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use http::{HeaderMap, Method};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use answers::{error_body, overloaded_event, Answer, Family};
-use body::ChannelBody;
-use fault::PlanState;
+use state::{lock, Pacing, Shared};
 
-type MockBody = UnsyncBoxBody<Bytes, io::Error>;
+/// The path of the mock's OAuth token endpoint (`refresh_token` grant,
+/// JSON body; each refresh token works once).
+pub const TOKEN_PATH: &str = "/v1/oauth/token";
 
-/// The largest request body the mock reads.
-const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
+/// The credential name whose [`FaultPlan`] applies to the token endpoint
+/// (`mock.set_faults(TOKEN_FAULTS, plan)`); the default plan does not.
+pub const TOKEN_FAULTS: &str = "oauth-token";
 
 /// One request the mock received, and what it answered.
 #[derive(Debug, Clone)]
 pub struct ReceivedRequest {
-    /// The method.
+    /// The request method.
     pub method: Method,
     /// The path and query, e.g. `/v1/messages?beta=true`.
     pub path_and_query: String,
-    /// Every header received.
+    /// Every request header.
     pub headers: HeaderMap,
-    /// The body received.
+    /// The request body (empty when it was over the 32 MiB limit, which
+    /// is answered 413).
     pub body: Bytes,
-    /// The credential sent (`x-api-key`, or a Bearer token).
+    /// The credential: `x-api-key`, else an `Authorization: Bearer` token.
     pub credential: Option<String>,
-    /// The answer's status (0 when none was sent: a reset or a hang).
-    pub status: u16,
-    /// Exactly the body bytes sent back so far.
+    /// Exactly the response body bytes sent so far: all of them once the
+    /// client has seen the body's end, the part before a cut after a cut.
     pub response_body: Bytes,
+    /// The response status; 0 while none was sent (or never will be: a
+    /// reset or a hang).
+    pub status: u16,
 }
 
-struct Record {
-    request: ReceivedRequest,
-    sent: Vec<u8>,
-}
-
-#[derive(Debug, Clone)]
-struct Behaviour {
-    stream_deltas: usize,
-    event_interval: Duration,
-    first_byte_delay: Duration,
-}
-
-struct Shared {
-    behaviour: Behaviour,
-    records: Mutex<Vec<Record>>,
-    plans: Mutex<HashMap<String, PlanState>>,
-    default_plan: Mutex<PlanState>,
-    next_id: AtomicU64,
-    open_streams: AtomicUsize,
-    completed_streams: AtomicUsize,
-    cancelled_streams: AtomicUsize,
-    // OAuth refreshes served, and refresh tokens already spent (rotation).
-    token_refreshes: AtomicUsize,
-    spent_refresh_tokens: Mutex<std::collections::HashSet<String>>,
-    // Per credential: requests being answered now, and the most at once.
-    in_flight: Mutex<HashMap<String, (usize, usize)>>,
-    // Dropped with the mock: every waiting task sees its `changed()` end.
-    stopped: watch::Receiver<()>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Builds a [`MockUpstream`] with non-default pacing.
+/// Configures a [`MockUpstream`] before it starts.
 #[derive(Debug, Clone)]
 pub struct MockUpstreamBuilder {
-    behaviour: Behaviour,
+    pacing: Pacing,
     bind: SocketAddr,
 }
 
 impl MockUpstreamBuilder {
-    /// Text delta events per stream (default 5).
+    /// Text delta events per streamed answer (default 5); non-stream
+    /// answers carry the same text.
     pub fn stream_deltas(mut self, n: usize) -> Self {
-        self.behaviour.stream_deltas = n;
+        self.pacing.stream_deltas = n;
         self
     }
 
-    /// The delay between stream events (default none).
+    /// The delay between two events of a stream (default none).
     pub fn event_interval(mut self, interval: Duration) -> Self {
-        self.behaviour.event_interval = interval;
+        self.pacing.event_interval = interval;
         self
     }
 
-    /// The delay before any answer (default none).
+    /// The delay before each answer's status line (default none).
     pub fn first_byte_delay(mut self, delay: Duration) -> Self {
-        self.behaviour.first_byte_delay = delay;
+        self.pacing.first_byte_delay = delay;
         self
     }
 
-    /// Where to listen (default `127.0.0.1:0`, a free port).
+    /// The address to listen on (default `127.0.0.1:0`, a free port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
         self
     }
 
-    /// Binds and starts serving.
+    /// Binds and starts serving in the background; needs a Tokio runtime.
     pub async fn start(self) -> io::Result<MockUpstream> {
         let listener = TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
-        let (stop, stopped) = watch::channel(());
-        let shared = Arc::new(Shared {
-            behaviour: self.behaviour,
-            records: Mutex::new(Vec::new()),
-            plans: Mutex::new(HashMap::new()),
-            default_plan: Mutex::new(PlanState::new(FaultPlan::Never)),
-            next_id: AtomicU64::new(1),
-            open_streams: AtomicUsize::new(0),
-            completed_streams: AtomicUsize::new(0),
-            cancelled_streams: AtomicUsize::new(0),
-            in_flight: Mutex::new(HashMap::new()),
-            token_refreshes: AtomicUsize::new(0),
-            spent_refresh_tokens: Mutex::new(std::collections::HashSet::new()),
-            stopped,
-        });
-        tokio::spawn(accept_loop(listener, shared.clone()));
+        let (shutdown, shut_down) = watch::channel(());
+        let shared = Arc::new(Shared::new(self.pacing, shut_down));
+        let accept_task = tokio::spawn(server::accept_loop(listener, shared.clone()));
         Ok(MockUpstream {
             addr,
             shared,
-            _stop: stop,
+            accept_task,
+            _shutdown: shutdown,
         })
     }
 }
 
-/// A running mock upstream; dropping it stops the server and every
-/// connection.
+/// A running mock upstream. Dropping it stops accepting, closes every
+/// connection and ends hanging requests.
 pub struct MockUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    _stop: watch::Sender<()>,
+    accept_task: JoinHandle<()>,
+    // Never sent on: dropping it is the shutdown signal.
+    _shutdown: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for MockUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockUpstream")
             .field("addr", &self.addr)
+            .field("requests", &self.request_count())
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+    }
+}
+
 impl MockUpstream {
-    /// Starts a mock with default behaviour on a free loopback port.
+    /// Starts a mock with default behaviour on a free 127.0.0.1 port.
     pub async fn start() -> io::Result<MockUpstream> {
         Self::builder().start().await
     }
 
-    /// A builder for a mock with other pacing.
+    /// A builder, for other pacing or another address.
     pub fn builder() -> MockUpstreamBuilder {
         MockUpstreamBuilder {
-            behaviour: Behaviour {
+            pacing: Pacing {
                 stream_deltas: 5,
                 event_interval: Duration::ZERO,
                 first_byte_delay: Duration::ZERO,
             },
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
     }
 
-    /// Where it listens.
+    /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -213,457 +211,61 @@ impl MockUpstream {
         format!("http://{}", self.addr)
     }
 
-    /// Every request received so far, in order.
+    /// Every request received so far, in arrival order.
     pub fn received(&self) -> Vec<ReceivedRequest> {
-        lock(&self.shared.records)
-            .iter()
-            .map(|r| ReceivedRequest {
-                response_body: Bytes::copy_from_slice(&r.sent),
-                ..r.request.clone()
-            })
-            .collect()
+        state::snapshot(&lock(&self.shared.records))
     }
 
-    /// How many requests were received.
+    /// How many requests were received so far.
     pub fn request_count(&self) -> usize {
         lock(&self.shared.records).len()
     }
 
-    /// Misbehave for requests carrying `credential` per `plan`.
+    /// Requests carrying `credential` misbehave per `plan` from now on
+    /// (a new plan starts from its beginning).
     pub fn set_faults(&self, credential: &str, plan: FaultPlan) {
-        lock(&self.shared.plans).insert(credential.to_owned(), PlanState::new(plan));
+        self.shared.set_plan(credential, plan);
     }
 
-    /// Misbehave per `plan` for credentials without a plan of their own.
+    /// Requests without a plan of their own (including those without a
+    /// credential) misbehave per `plan` from now on.
     pub fn set_default_faults(&self, plan: FaultPlan) {
-        *lock(&self.shared.default_plan) = PlanState::new(plan);
+        self.shared.set_default_plan(plan);
     }
 
-    /// Streams whose client went away before their end.
+    /// Streams whose client went away before the stream's end.
     pub fn cancelled_streams(&self) -> usize {
         self.shared.cancelled_streams.load(Ordering::SeqCst)
     }
 
-    /// Streams sent to their end.
+    /// Streams sent to their end (a cut stream is neither completed nor
+    /// cancelled).
     pub fn completed_streams(&self) -> usize {
         self.shared.completed_streams.load(Ordering::SeqCst)
     }
 
-    /// Streams in progress.
+    /// Streamed answers in progress now.
     pub fn open_streams(&self) -> usize {
         self.shared.open_streams.load(Ordering::SeqCst)
     }
 
-    /// OAuth token refreshes served at `/v1/oauth/token`.
+    /// Successful OAuth refreshes served at [`TOKEN_PATH`].
     pub fn token_refreshes(&self) -> usize {
         self.shared.token_refreshes.load(Ordering::SeqCst)
     }
 
-    /// Requests with `credential` being answered now (a stream counts
-    /// until it ends).
+    /// Requests with `credential` being answered now; a request counts
+    /// from its arrival until its response body is done.
     pub fn in_flight(&self, credential: &str) -> usize {
         lock(&self.shared.in_flight)
             .get(credential)
-            .map_or(0, |c| c.0)
+            .map_or(0, |(now, _)| *now)
     }
 
     /// The most requests with `credential` ever answered at once.
     pub fn peak_in_flight(&self, credential: &str) -> usize {
         lock(&self.shared.in_flight)
             .get(credential)
-            .map_or(0, |c| c.1)
+            .map_or(0, |(_, peak)| *peak)
     }
-}
-
-/// Counts a request in flight for its credential until dropped.
-struct InFlight {
-    shared: Arc<Shared>,
-    credential: String,
-}
-
-impl InFlight {
-    fn start(shared: &Arc<Shared>, credential: Option<&str>) -> Self {
-        let credential = credential.unwrap_or_default().to_owned();
-        let mut counts = lock(&shared.in_flight);
-        let entry = counts.entry(credential.clone()).or_default();
-        entry.0 += 1;
-        entry.1 = entry.1.max(entry.0);
-        drop(counts);
-        Self {
-            shared: shared.clone(),
-            credential,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some(entry) = lock(&self.shared.in_flight).get_mut(&self.credential) {
-            entry.0 = entry.0.saturating_sub(1);
-        }
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut stopped = shared.stopped.clone();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut stopped = shared.stopped.clone();
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stopped.changed() => {}
-            }
-        });
-    }
-}
-
-/// The OAuth token endpoint's path.
-pub const TOKEN_PATH: &str = "/v1/oauth/token";
-
-/// Fault plans under this name apply to the token endpoint.
-pub const TOKEN_FAULTS: &str = "oauth-token";
-
-/// The `refresh_token` grant: new tokens each time; a refresh token works
-/// once (rotation), as Anthropic's does.
-fn token_endpoint(shared: &Arc<Shared>, body: &Bytes) -> Response<MockBody> {
-    let refused = |code: &str| {
-        let body = serde_json::json!({"error": code, "error_description": "refused by the mock"});
-        json_response(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()))
-    };
-    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let Some(refresh_token) = request["refresh_token"].as_str() else {
-        return refused("invalid_request");
-    };
-    if request["grant_type"] != "refresh_token" {
-        return refused("unsupported_grant_type");
-    }
-    let fault = lock(&shared.plans)
-        .get_mut(TOKEN_FAULTS)
-        .and_then(PlanState::next_fault);
-    if fault.is_some() || !lock(&shared.spent_refresh_tokens).insert(refresh_token.to_owned()) {
-        return refused("invalid_grant");
-    }
-    let n = shared.token_refreshes.fetch_add(1, Ordering::SeqCst) + 1;
-    let answer = serde_json::json!({
-        "access_token": format!("sk-ant-oat-refreshed-{n}"),
-        "refresh_token": format!("sk-ant-ort-refreshed-{n}"),
-        "expires_in": 3600,
-        "token_type": "Bearer",
-    });
-    json_response(StatusCode::OK, Bytes::from(answer.to_string()))
-}
-
-/// The error that makes hyper drop a connection without an answer.
-#[derive(Debug)]
-struct Reset;
-
-impl std::fmt::Display for Reset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("mock connection reset")
-    }
-}
-
-impl std::error::Error for Reset {}
-
-fn credential_of(headers: &HeaderMap) -> Option<String> {
-    if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(key.to_owned());
-    }
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    auth.strip_prefix("Bearer ").map(str::to_owned)
-}
-
-fn full(bytes: Bytes) -> MockBody {
-    Full::new(bytes)
-        .map_err(|never: Infallible| match never {})
-        .boxed_unsync()
-}
-
-fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-impl Shared {
-    fn next_fault(&self, credential: Option<&str>) -> Option<Fault> {
-        if let Some(credential) = credential {
-            if let Some(plan) = lock(&self.plans).get_mut(credential) {
-                return plan.next_fault();
-            }
-        }
-        lock(&self.default_plan).next_fault()
-    }
-
-    fn record_status(&self, index: usize, status: StatusCode) {
-        if let Some(record) = lock(&self.records).get_mut(index) {
-            record.request.status = status.as_u16();
-        }
-    }
-
-    fn record_sent(&self, index: usize, bytes: &[u8]) {
-        if let Some(record) = lock(&self.records).get_mut(index) {
-            record.sent.extend_from_slice(bytes);
-        }
-    }
-
-    async fn stopped(&self) {
-        let mut stopped = self.stopped.clone();
-        let _ = stopped.changed().await;
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<MockBody>, Reset> {
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(Reset),
-    };
-    let credential = credential_of(&parts.headers);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned());
-    let index = {
-        let mut records = lock(&shared.records);
-        records.push(Record {
-            request: ReceivedRequest {
-                method: parts.method.clone(),
-                path_and_query,
-                headers: parts.headers.clone(),
-                body: body.clone(),
-                credential: credential.clone(),
-                status: 0,
-                response_body: Bytes::new(),
-            },
-            sent: Vec::new(),
-        });
-        records.len() - 1
-    };
-    if parts.method == Method::POST && parts.uri.path() == TOKEN_PATH {
-        let response = token_endpoint(&shared, &body);
-        shared.record_status(index, response.status());
-        return Ok(response);
-    }
-    let in_flight = InFlight::start(&shared, credential.as_deref());
-    let fault = shared.next_fault(credential.as_deref());
-    match fault {
-        Some(Fault::Hang) => {
-            shared.stopped().await;
-            return Err(Reset);
-        }
-        Some(Fault::ConnectionReset) => return Err(Reset),
-        _ => {}
-    }
-    if !shared.behaviour.first_byte_delay.is_zero() {
-        tokio::time::sleep(shared.behaviour.first_byte_delay).await;
-    }
-    let response = answer(
-        &shared,
-        index,
-        &parts.method,
-        parts.uri.path(),
-        &body,
-        fault,
-        in_flight,
-    );
-    shared.record_status(index, response.status());
-    Ok(response)
-}
-
-fn answer(
-    shared: &Arc<Shared>,
-    index: usize,
-    method: &Method,
-    path: &str,
-    body: &Bytes,
-    fault: Option<Fault>,
-    in_flight: InFlight,
-) -> Response<MockBody> {
-    let family = Family::of(path);
-    let error = |status: u16, message: &str| {
-        let body = error_body(family, status, message);
-        shared.record_sent(index, &body);
-        json_response(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
-        )
-    };
-    if method == Method::GET && path == "/v1/models" {
-        let list = serde_json::json!({
-            "object": "list",
-            "data": [{"id": "mock-model", "object": "model", "type": "model"}],
-        });
-        let bytes = Bytes::from(list.to_string());
-        shared.record_sent(index, &bytes);
-        return json_response(StatusCode::OK, bytes);
-    }
-    let known = [
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/chat/completions",
-        "/v1/responses",
-    ];
-    if method != Method::POST || !known.contains(&path) {
-        return error(404, "no such endpoint on the mock");
-    }
-    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return error(400, "the body is not JSON");
-    };
-    let Some(model) = request["model"].as_str() else {
-        return error(400, "model: field required");
-    };
-    let needs = if path == "/v1/responses" {
-        "input"
-    } else {
-        "messages"
-    };
-    if request.get(needs).is_none() {
-        return error(400, &format!("{needs}: field required"));
-    }
-    match &fault {
-        Some(Fault::Status {
-            status,
-            retry_after,
-        }) => {
-            let mut response = error(*status, "the mock was told to fail");
-            if let Some(secs) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
-            }
-            return response;
-        }
-        Some(Fault::BadRequest { message }) => return error(400, message),
-        _ => {}
-    }
-    let stream =
-        request["stream"].as_bool().unwrap_or(false) && path != "/v1/messages/count_tokens";
-    let answer = Answer {
-        id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        model,
-        input_tokens: (body.len() as u64 / 4).max(1),
-        deltas: shared.behaviour.stream_deltas,
-    };
-    let previous = request["previous_response_id"].as_str();
-    if !stream {
-        if fault == Some(Fault::SseErrorFirst) {
-            return error(529, "Overloaded");
-        }
-        let bytes = match path {
-            "/v1/messages" => answer.anthropic_json(),
-            "/v1/messages/count_tokens" => answer.count_tokens_json(),
-            "/v1/chat/completions" => answer.chat_json(),
-            _ => answer.responses_json(previous),
-        };
-        if let Some(Fault::MidStreamCut { .. }) = fault {
-            return cut_json(shared, index, bytes);
-        }
-        shared.record_sent(index, &bytes);
-        return json_response(StatusCode::OK, bytes);
-    }
-    let include_usage = request["stream_options"]["include_usage"].as_bool() == Some(true);
-    let mut events = match path {
-        "/v1/messages" => answer.anthropic_events(),
-        "/v1/chat/completions" => answer.chat_chunks(include_usage),
-        _ => answer.responses_events(previous),
-    };
-    let mut interval = shared.behaviour.event_interval;
-    let mut cut = false;
-    match fault {
-        Some(Fault::SseErrorFirst) => events = vec![overloaded_event()],
-        Some(Fault::MidStreamCut { after_events }) => {
-            events.truncate(after_events);
-            cut = true;
-        }
-        Some(Fault::SlowStream { interval: slow }) => interval = slow,
-        _ => {}
-    }
-    stream_response(shared.clone(), index, events, interval, cut, in_flight)
-}
-
-/// A JSON answer whose connection breaks half way.
-fn cut_json(shared: &Arc<Shared>, index: usize, bytes: Bytes) -> Response<MockBody> {
-    let (tx, body) = ChannelBody::new();
-    let half = bytes.slice(..bytes.len() / 2);
-    shared.record_sent(index, &half);
-    tokio::spawn(async move {
-        if tx.send(Ok(half)).await.is_ok() {
-            let _ = tx.send(Err(io::Error::other("mock cut"))).await;
-        }
-    });
-    let mut response = Response::new(body.boxed_unsync());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    response
-}
-
-/// A paced SSE answer fed by its own task.
-fn stream_response(
-    shared: Arc<Shared>,
-    index: usize,
-    events: Vec<Bytes>,
-    interval: Duration,
-    cut: bool,
-    in_flight: InFlight,
-) -> Response<MockBody> {
-    let (tx, body) = ChannelBody::new();
-    shared.open_streams.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(async move {
-        // The stream is in flight until its task ends.
-        let _in_flight = in_flight;
-        let mut cancelled = false;
-        for (i, event) in events.into_iter().enumerate() {
-            if i > 0 && !interval.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    () = tx.closed() => { cancelled = true; break; }
-                }
-            }
-            shared.record_sent(index, &event);
-            if tx.send(Ok(event)).await.is_err() {
-                cancelled = true;
-                break;
-            }
-        }
-        if cancelled {
-            shared.cancelled_streams.fetch_add(1, Ordering::SeqCst);
-        } else if cut {
-            let _ = tx.send(Err(io::Error::other("mock cut"))).await;
-        } else {
-            shared.completed_streams.fetch_add(1, Ordering::SeqCst);
-        }
-        shared.open_streams.fetch_sub(1, Ordering::SeqCst);
-    });
-    let mut response = Response::new(body.boxed_unsync());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
 }
