@@ -85,6 +85,7 @@ pub mod parse;
 pub mod request_id;
 pub mod select;
 pub mod session_hash;
+pub mod sse;
 pub mod state;
 pub mod stats;
 pub mod trace;
