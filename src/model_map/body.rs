@@ -7,19 +7,17 @@ use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, RelayBody};
 use crate::json::find_model_value;
+use crate::sse::splice::{Edit, Splicer};
+use crate::sse::{event_type, Event, SseScanner};
 
-/// Past this much of an unfinished SSE line the body stops rewriting and
-/// forwards as is: a hostile upstream cannot make the relay buffer without
-/// limit.
-const MAX_PENDING_LINE: usize = 1024 * 1024;
 /// The largest JSON answer rewritten whole; larger ones pass untouched.
 const MAX_PENDING_DOCUMENT: usize = 64 * 1024 * 1024;
 
 /// How the answer is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
-    /// Server-sent events: complete lines are rewritten and sent on; only a
-    /// partial line (which no SSE client can use yet) is held back.
+    /// Server-sent events: complete events are rewritten and sent on; only
+    /// an unfinished event (which no SSE client can use yet) is held back.
     /// `once`: stop after the first rewrite (Anthropic names the model only
     /// in `message_start`).
     Events { once: bool },
@@ -35,57 +33,59 @@ pin_project! {
         inner: RelayBody,
         from: Bytes,
         to: Bytes,
-        framing: Framing,
-        pending: BytesMut,
-        // Set once no more rewriting is needed or possible.
-        passthrough: bool,
-        // A trailers frame that arrived while data was still held.
-        queued: Option<Frame<Bytes>>,
-        inner_done: bool,
+        mode: Mode,
     }
+}
+
+enum Mode {
+    /// An event stream, edited event by event.
+    Events { splicer: Splicer, once: bool },
+    /// A JSON document, held until complete.
+    Document(Document),
+}
+
+struct Document {
+    pending: BytesMut,
+    // Set once the document is too large to rewrite.
+    passthrough: bool,
+    // A trailers frame that arrived while data was still held.
+    queued: Option<Frame<Bytes>>,
+    inner_done: bool,
 }
 
 impl MapModelBody {
     /// Rewrites `"model": from` to `"model": to` (both plain names).
     pub(super) fn new(inner: RelayBody, from: &str, to: &str, framing: Framing) -> Self {
         let encode = |s: &str| Bytes::from(serde_json::to_string(s).unwrap_or_default());
+        let mode = match framing {
+            Framing::Events { once } => Mode::Events {
+                splicer: Splicer::new(SseScanner::new()),
+                once,
+            },
+            Framing::Document => Mode::Document(Document {
+                pending: BytesMut::new(),
+                passthrough: false,
+                queued: None,
+                inner_done: false,
+            }),
+        };
         Self {
             inner,
             from: encode(from),
             to: encode(to),
-            framing,
-            pending: BytesMut::new(),
-            passthrough: false,
-            queued: None,
-            inner_done: false,
+            mode,
         }
     }
 }
 
-/// `bytes` with every `"model": from` member rewritten (at most one when
-/// `once`), and whether any was.
-fn rewrite(bytes: &[u8], from: &[u8], to: &[u8], once: bool) -> (Bytes, bool) {
-    let mut out: Option<Vec<u8>> = None;
-    let mut copied = 0;
-    let mut offset = 0;
-    while let Some(span) = find_model_value(&bytes[offset..], from) {
-        let (start, end) = (offset + span.start, offset + span.end);
-        let out = out.get_or_insert_with(|| Vec::with_capacity(bytes.len() + to.len()));
-        out.extend_from_slice(&bytes[copied..start]);
-        out.extend_from_slice(to);
-        copied = end;
-        offset = end;
-        if once {
-            break;
-        }
-    }
-    match out {
-        Some(mut out) => {
-            out.extend_from_slice(&bytes[copied..]);
-            (out.into(), true)
-        }
-        None => (Bytes::copy_from_slice(bytes), false),
-    }
+/// `bytes` with its first `"model": from` member rewritten, if it has one.
+fn rewrite_first(bytes: &[u8], from: &[u8], to: &[u8]) -> Option<Bytes> {
+    let span = find_model_value(bytes, from)?;
+    let mut out = BytesMut::with_capacity(bytes.len() + to.len());
+    out.extend_from_slice(&bytes[..span.start]);
+    out.extend_from_slice(to);
+    out.extend_from_slice(&bytes[span.end..]);
+    Some(out.freeze())
 }
 
 impl Body for MapModelBody {
@@ -96,24 +96,71 @@ impl Body for MapModelBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
+        let (from, to) = (&this.from[..], &this.to[..]);
+        match this.mode {
+            Mode::Events { splicer, once } => {
+                let once = *once;
+                let mut rewrote = false;
+                let mut decide = |event: &Event<'_>, raw: &[u8]| {
+                    // Anthropic names the model once, in `message_start`;
+                    // OpenAI in every chunk.
+                    if once && (rewrote || event_type(event) != b"message_start") {
+                        return Edit::Keep;
+                    }
+                    match rewrite_first(raw, from, to) {
+                        Some(bytes) => {
+                            rewrote = true;
+                            Edit::Replace(bytes)
+                        }
+                        None => Edit::Keep,
+                    }
+                };
+                let poll = splicer.poll_frame(this.inner, cx, &mut decide);
+                if once && rewrote {
+                    // Nothing more to rewrite: forward frames as they come.
+                    splicer.stop_editing();
+                }
+                poll
+            }
+            Mode::Document(doc) => doc.poll_frame(this.inner, cx, from, to),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.mode {
+            Mode::Events { splicer, .. } => splicer.is_end_stream(),
+            Mode::Document(doc) => doc.inner_done && doc.pending.is_empty() && doc.queued.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The length changes with the rewrite.
+        SizeHint::default()
+    }
+}
+
+impl Document {
+    fn poll_frame(
+        &mut self,
+        mut inner: Pin<&mut RelayBody>,
+        cx: &mut Context<'_>,
+        from: &[u8],
+        to: &[u8],
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
-            if *this.inner_done {
-                if !this.pending.is_empty() {
-                    let held = this.pending.split().freeze();
-                    let once = matches!(
-                        *this.framing,
-                        Framing::Document | Framing::Events { once: true }
-                    );
-                    let (out, _) = rewrite(&held, this.from, this.to, once);
+            if self.inner_done {
+                if !self.pending.is_empty() {
+                    let held = self.pending.split().freeze();
+                    let out = rewrite_first(&held, from, to).unwrap_or(held);
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
-                return Poll::Ready(this.queued.take().map(Ok));
+                return Poll::Ready(self.queued.take().map(Ok));
             }
-            let frame = match this.inner.as_mut().poll_frame(cx) {
+            let frame = match inner.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    *this.inner_done = true;
+                    self.inner_done = true;
                     continue;
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
@@ -123,56 +170,20 @@ impl Body for MapModelBody {
                 Ok(data) => data,
                 Err(trailers) => {
                     // Trailers end the body: send what is held first.
-                    *this.queued = Some(trailers);
-                    *this.inner_done = true;
+                    self.queued = Some(trailers);
+                    self.inner_done = true;
                     continue;
                 }
             };
-            if *this.passthrough {
+            if self.passthrough {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
-            match *this.framing {
-                Framing::Document => {
-                    this.pending.extend_from_slice(&data);
-                    if this.pending.len() > MAX_PENDING_DOCUMENT {
-                        *this.passthrough = true;
-                        return Poll::Ready(Some(Ok(Frame::data(this.pending.split().freeze()))));
-                    }
-                }
-                Framing::Events { once } => {
-                    this.pending.extend_from_slice(&data);
-                    let Some(last_newline) = memchr::memrchr(b'\n', this.pending) else {
-                        if this.pending.len() > MAX_PENDING_LINE {
-                            *this.passthrough = true;
-                            return Poll::Ready(Some(Ok(Frame::data(
-                                this.pending.split().freeze(),
-                            ))));
-                        }
-                        continue;
-                    };
-                    let lines = this.pending.split_to(last_newline + 1).freeze();
-                    let (out, rewrote) = rewrite(&lines, this.from, this.to, once);
-                    if rewrote && once {
-                        *this.passthrough = true;
-                        if !this.pending.is_empty() {
-                            let mut joined = BytesMut::from(&out[..]);
-                            joined.extend_from_slice(&this.pending.split());
-                            return Poll::Ready(Some(Ok(Frame::data(joined.freeze()))));
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(out))));
-                }
+            self.pending.extend_from_slice(&data);
+            if self.pending.len() > MAX_PENDING_DOCUMENT {
+                self.passthrough = true;
+                return Poll::Ready(Some(Ok(Frame::data(self.pending.split().freeze()))));
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner_done && self.pending.is_empty() && self.queued.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // The length changes with the rewrite.
-        SizeHint::default()
     }
 }
 
@@ -231,9 +242,31 @@ mod tests {
         );
         // After the first rewrite the stream is forwarded untouched.
         assert!(text.contains(r#"data: {"model":"up-1"}"#), "{text}");
-        // Complete lines go out at once; only the partial line waited.
-        assert_eq!(frames.len(), 3);
-        assert_eq!(&frames[0][..], b"event: message_start\n");
+        // Only the unfinished event waited; complete events go out at once,
+        // and after the rewrite frames pass as they came.
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].starts_with(b"event: message_start\n"));
+        assert!(frames[0].ends_with(b"}}\n\n"));
+        assert_eq!(
+            &frames[1][..],
+            b"event: content_block_delta\ndata: {\"model\":\"up-1\"}\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_message_start_is_rewritten_in_anthropic_streams() {
+        let (_, all) = run(
+            &[
+                "event: ping\ndata: {\"model\":\"up-1\"}\n\n",
+                "data: {\"type\":\"message_start\",\"message\":{\"model\":\"up-1\"}}\n\n",
+            ],
+            Framing::Events { once: true },
+        )
+        .await;
+        assert_eq!(
+            &all[..],
+            b"event: ping\ndata: {\"model\":\"up-1\"}\n\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"client\"}}\n\n"
+        );
     }
 
     #[tokio::test]
