@@ -31,6 +31,7 @@ use crate::state::{MemoryStore, StateStore};
 use crate::stats::RuntimeStats;
 use crate::trace::RequestTraceLayer;
 use crate::upstream::{Upstream, UpstreamConfig};
+use crate::usage::{UsageExtractLayer, UsageSink};
 
 /// The relay as one service: any request body in, a [`RelayBody`] out,
 /// never an error (errors are answered in the API's format).
@@ -39,8 +40,11 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, per-key limits, `GET /v1/models`, parsing, session hash, failover, account selection, model mapping,
-/// header allow-list, `anthropic-beta`, credentials, upstream.
+/// auth, per-key limits, `GET /v1/models`, parsing, session hash, failover,
+/// account selection, model mapping, header allow-list, `anthropic-beta`,
+/// credentials, OAuth refresh, usage extraction, upstream. Usage goes to a
+/// [`TracingSink`](crate::usage::TracingSink) unless
+/// [`RelayBuilder::usage_sink`] says otherwise.
 ///
 /// # Examples
 ///
@@ -83,6 +87,7 @@ pub struct RelayBuilder {
     stats: RuntimeStats,
     refresher: Arc<Refresher>,
     scheduler: Option<Scheduler>,
+    usage: UsageExtractLayer,
 }
 
 impl Default for RelayBuilder {
@@ -109,6 +114,7 @@ impl RelayBuilder {
                 std::time::Duration::from_secs(300),
             )),
             scheduler: None,
+            usage: UsageExtractLayer::new(),
         }
     }
 
@@ -200,6 +206,19 @@ impl RelayBuilder {
         self
     }
 
+    /// The usage extraction settings (sink, `include_usage`).
+    pub fn usage_extract(mut self, layer: UsageExtractLayer) -> Self {
+        self.usage = layer;
+        self
+    }
+
+    /// Where usage reports go (default: a
+    /// [`TracingSink`](crate::usage::TracingSink)).
+    pub fn usage_sink(mut self, sink: impl UsageSink) -> Self {
+        self.usage = self.usage.sink(sink);
+        self
+    }
+
     /// The account pool in use.
     pub fn pool(&self) -> &AccountPool {
         &self.pool
@@ -236,6 +255,7 @@ impl RelayBuilder {
             .layer(self.beta_header)
             .relay_credentials()
             .layer(OAuthRefreshLayer::with_refresher(self.refresher.clone()))
+            .layer(self.usage)
             .service(upstream);
         BoxCloneSyncService::new(service)
     }
@@ -288,6 +308,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn relay_beta_header(self) -> ServiceBuilder<Stack<BetaHeaderLayer, L>>;
     /// See [`crate::credentials`].
     fn relay_credentials(self) -> ServiceBuilder<Stack<CredentialsLayer, L>>;
+    /// See [`crate::usage`].
+    fn relay_usage_extract(self) -> ServiceBuilder<Stack<UsageExtractLayer, L>>;
 }
 
 mod sealed {
@@ -353,5 +375,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn relay_credentials(self) -> ServiceBuilder<Stack<CredentialsLayer, L>> {
         self.layer(CredentialsLayer::new())
+    }
+
+    fn relay_usage_extract(self) -> ServiceBuilder<Stack<UsageExtractLayer, L>> {
+        self.layer(UsageExtractLayer::new())
     }
 }

@@ -7,12 +7,13 @@
 //!
 //! ```text
 //! request_id → error_response → body_limit → auth → list_models → parse
-//!   → session_hash → failover → select → model_map → header_whitelist → beta_header → credentials → upstream
+//!   → session_hash → failover → select → model_map → header_whitelist
+//!   → beta_header → credentials → oauth → usage → upstream
 //! ```
 //!
 //! Layers pass typed values in the request extensions: [`Principal`],
 //! [`Endpoint`], [`ParsedRequest`], [`SelectedAccount`]; responses carry
-//! [`ServedBy`]. Inner layers speak `Request<Bytes>` → `Response<RelayBody>`
+//! [`ServedBy`] and a [`UsageHandle`](usage::UsageHandle). Inner layers speak `Request<Bytes>` → `Response<RelayBody>`
 //! with [`RelayError`] as the error, which
 //! [`error_response`] turns into an answer in the API's own format.
 //!
@@ -90,6 +91,7 @@ pub mod state;
 pub mod stats;
 pub mod trace;
 pub mod upstream;
+pub mod usage;
 
 #[cfg(feature = "config")]
 pub mod config;
@@ -109,6 +111,7 @@ pub use glob::{ModelGlob, ModelGlobs};
 pub use parse::ParsedRequest;
 pub use principal::{ClientKeys, KeyId, KeyLimits, Principal};
 pub use select::AccountPool;
+pub use usage::{Usage, UsageReport, UsageSink};
 
 /// Compiles the README's examples as doctests.
 #[cfg(doctest)]

@@ -148,6 +148,68 @@ async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+#[tokio::test]
+async fn the_proxy_logs_one_usage_line_per_request() {
+    let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
+    let config = write_config(&format!(
+        "[[keys]]\nkey = \"sk-relay-log\"\nname = \"ops\"\n{}",
+        account("claude-1", "anthropic", "api_key", "k1", &mock.base_url())
+    ));
+    let mut child = Command::new(proxy_binary())
+        .arg("--config")
+        .arg(config.path())
+        .args(["--listen", "127.0.0.1:0", "--log-json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the proxy example was built by cargo test");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a first line");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    let running = Running { child, addr };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let answer = support::send(
+        Request::post(format!("http://{}/v1/messages", running.addr))
+            .header("x-api-key", "sk-relay-log")
+            .body(Full::new(Bytes::from(messages_body("claude-sonnet-4-5", true))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let usage_line = rx
+        .iter()
+        .take(200)
+        .map_while(|l| Some(l).filter(|_| true))
+        .find(|l| l.contains("tower_llm_relay::usage"))
+        .expect("a usage log line");
+    let logged: serde_json::Value = serde_json::from_str(&usage_line).expect("a JSON log line");
+    let fields = &logged["fields"];
+    assert_eq!(fields["account"], "claude-1");
+    assert_eq!(fields["output_tokens"], 5);
+    assert!(fields["input_tokens"].as_u64().is_some_and(|n| n > 0));
+    assert!(fields["first_token_ms"].is_u64());
+    assert_eq!(fields["complete"], true);
+    assert_eq!(
+        fields["request_id"].as_str(),
+        answer.headers["x-relay-request-id"].to_str().ok()
+    );
+}
+
 #[test]
 fn a_bad_config_stops_the_proxy_before_it_listens_naming_the_field() {
     let config = write_config("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\nbase_url = \"http://x\"\n");

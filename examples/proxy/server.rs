@@ -14,6 +14,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tower_llm_relay::config::Config;
+use tower_llm_relay::usage::TracingSink;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_LIMIT: usize = 8192;
@@ -36,7 +37,10 @@ pub(crate) fn router(config: &Config) -> Router {
     let builder = config.relay_builder();
     let scheduler = builder.scheduler();
     let refresher = builder.refresher().clone();
+    // One `tower_llm_relay::usage` log line per served request, with its
+    // tokens, first-token time and duration.
     let relay = builder
+        .usage_sink(TracingSink::new())
         .with_scheduler(scheduler.clone())
         .build::<axum::body::Body>();
     Router::new()

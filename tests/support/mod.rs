@@ -17,6 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 use tower_llm_relay::config::Config;
 use tower_llm_relay::mock::MockUpstream;
+use tower_llm_relay::usage::{ChannelSink, UsageReceiver};
 use tower_llm_relay::RelayBuilder;
 
 /// The client key every harness accepts.
@@ -77,6 +78,14 @@ impl Harness {
         let toml = toml.replace("{base}", &mock.base_url());
         let config = Config::from_toml(&toml, "test.toml", |_| None).expect("test config is valid");
         Self::serve(mock, config.relay_builder()).await
+    }
+
+    /// As [`Harness::with_mock`], with usage reports sent to the returned
+    /// receiver.
+    pub async fn with_usage(mock: MockUpstream, extra: &str) -> (Harness, UsageReceiver) {
+        let (sink, reports) = ChannelSink::new(64);
+        let builder = config_for(&mock, extra).relay_builder().usage_sink(sink);
+        (Self::serve(mock, builder).await, reports)
     }
 
     /// As [`Harness::with_mock`], also returning the relay's state store

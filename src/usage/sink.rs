@@ -1,0 +1,176 @@
+//! Where usage reports go.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::types::UsageReport;
+
+/// Receives one [`UsageReport`] per served response.
+///
+/// `record` is called from inside the response body (as it ends, errors, or
+/// is dropped), on the task that streams to the client, so it must return
+/// at once: it must never wait, lock for long, or do I/O. A sink with slow
+/// work hands the report on through a [`ChannelSink`] and does the work on
+/// its own task, where it can be as asynchronous as it likes; a full
+/// channel drops the report and counts it rather than stall a stream.
+///
+/// `Arc<S>` and pairs `(A, B)` of sinks are sinks too, so several can be fed.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use tower_llm_relay::usage::{TracingSink, UsageReport, UsageSink};
+///
+/// /// Counts output tokens.
+/// #[derive(Default)]
+/// struct OutputTokens(AtomicU64);
+///
+/// impl UsageSink for OutputTokens {
+///     fn record(&self, report: &UsageReport) {
+///         self.0.fetch_add(report.usage.output_tokens, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let sink = (TracingSink::new(), OutputTokens::default());
+/// let mut report = UsageReport::default();
+/// report.usage.output_tokens = 7;
+/// sink.record(&report);
+/// assert_eq!(sink.1 .0.load(Ordering::Relaxed), 7);
+/// ```
+pub trait UsageSink: Send + Sync + 'static {
+    /// Takes one report. Must not block.
+    fn record(&self, report: &UsageReport);
+}
+
+impl<S: UsageSink + ?Sized> UsageSink for Arc<S> {
+    fn record(&self, report: &UsageReport) {
+        (**self).record(report);
+    }
+}
+
+impl<A: UsageSink, B: UsageSink> UsageSink for (A, B) {
+    fn record(&self, report: &UsageReport) {
+        self.0.record(report);
+        self.1.record(report);
+    }
+}
+
+/// The default sink: one `tracing` event per response, at `INFO`, with
+/// target `tower_llm_relay::usage` and the report's fields as fields.
+///
+/// # Examples
+///
+/// ```
+/// use tower_llm_relay::usage::{TracingSink, UsageReport, UsageSink};
+///
+/// // With no subscriber installed this records nothing, and never fails.
+/// TracingSink::new().record(&UsageReport::default());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl TracingSink {
+    /// The sink.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl UsageSink for TracingSink {
+    fn record(&self, r: &UsageReport) {
+        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(
+            target: "tower_llm_relay::usage",
+            request_id = r.request_id.as_ref().map(|id| id.as_str()),
+            account = r.account.as_ref().map(|id| id.as_str()),
+            endpoint = r.endpoint.map(|e| e.upstream_path()),
+            client_model = r.client_model.as_deref(),
+            served_model = r.served_model.as_deref(),
+            stream = r.stream,
+            status = r.status.as_u16(),
+            input_tokens = r.usage.input_tokens,
+            output_tokens = r.usage.output_tokens,
+            cache_creation_input_tokens = r.usage.cache_creation_input_tokens,
+            cache_read_input_tokens = r.usage.cache_read_input_tokens,
+            first_token_ms = r.first_token.map(millis),
+            duration_ms = millis(r.duration),
+            complete = r.complete,
+            end = r.end.as_str(),
+            response_id = r.response_id.as_deref(),
+            "usage"
+        );
+    }
+}
+
+/// A sink that queues reports on a bounded channel for an asynchronous
+/// consumer ([`UsageReceiver`]). When the queue is full (the consumer is
+/// slow) or the consumer is gone, the report is dropped and counted: a
+/// stream never waits for accounting.
+///
+/// # Examples
+///
+/// ```
+/// use tower_llm_relay::usage::{ChannelSink, UsageReport, UsageSink};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let (sink, mut reports) = ChannelSink::new(1);
+/// sink.record(&UsageReport::default());
+/// sink.record(&UsageReport::default()); // the queue is full: dropped
+/// assert_eq!(sink.dropped(), 1);
+/// assert!(reports.recv().await.is_some());
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: mpsc::Sender<UsageReport>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl ChannelSink {
+    /// A sink queueing at most `capacity` reports (at least one), and the
+    /// receiver to read them from.
+    pub fn new(capacity: usize) -> (Self, UsageReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let sink = Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        (sink, UsageReceiver { rx })
+    }
+
+    /// How many reports were dropped because the queue was full or the
+    /// receiver gone.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl UsageSink for ChannelSink {
+    fn record(&self, report: &UsageReport) {
+        if self.tx.try_send(report.clone()).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The reading end of a [`ChannelSink`].
+#[derive(Debug)]
+pub struct UsageReceiver {
+    rx: mpsc::Receiver<UsageReport>,
+}
+
+impl UsageReceiver {
+    /// The next report; `None` once every sink is dropped and the queue is
+    /// empty.
+    pub async fn recv(&mut self) -> Option<UsageReport> {
+        self.rx.recv().await
+    }
+
+    /// The next report if one is queued now.
+    pub fn try_recv(&mut self) -> Option<UsageReport> {
+        self.rx.try_recv().ok()
+    }
+}
