@@ -31,7 +31,7 @@ use crate::state::{MemoryStore, StateStore};
 use crate::stats::RuntimeStats;
 use crate::trace::RequestTraceLayer;
 use crate::upstream::{Upstream, UpstreamConfig};
-use crate::usage::{UsageExtractLayer, UsageSink};
+use crate::usage::{MetricsSink, UsageExtractLayer, UsageSink, UsageTotals};
 
 /// The relay as one service: any request body in, a [`RelayBody`] out,
 /// never an error (errors are answered in the API's format).
@@ -88,6 +88,7 @@ pub struct RelayBuilder {
     refresher: Arc<Refresher>,
     scheduler: Option<Scheduler>,
     usage: UsageExtractLayer,
+    usage_totals: UsageTotals,
 }
 
 impl Default for RelayBuilder {
@@ -115,6 +116,7 @@ impl RelayBuilder {
             )),
             scheduler: None,
             usage: UsageExtractLayer::new(),
+            usage_totals: UsageTotals::new(),
         }
     }
 
@@ -219,6 +221,11 @@ impl RelayBuilder {
         self
     }
 
+    /// The running usage totals per key and account of the built relay.
+    pub fn usage_totals(&self) -> &UsageTotals {
+        &self.usage_totals
+    }
+
     /// The account pool in use.
     pub fn pool(&self) -> &AccountPool {
         &self.pool
@@ -249,13 +256,20 @@ impl RelayBuilder {
             .relay_parse_request()
             .layer(SessionHashLayer::new().header(session_header))
             .layer(FailoverLayer::new(scheduler.clone()))
-            .relay_account_select(scheduler)
+            .relay_account_select(scheduler.clone())
             .relay_model_map()
             .layer(self.header_whitelist)
             .layer(self.beta_header)
             .relay_credentials()
             .layer(OAuthRefreshLayer::with_refresher(self.refresher.clone()))
-            .layer(self.usage)
+            .layer(
+                // Beside the configured sink: the scheduler learns TTFT and
+                // response ids, metrics count tokens, totals feed the admin.
+                self.usage
+                    .also(scheduler.clone())
+                    .also(MetricsSink::new())
+                    .also(self.usage_totals.clone()),
+            )
             .service(upstream);
         BoxCloneSyncService::new(service)
     }

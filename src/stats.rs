@@ -115,6 +115,17 @@ impl RuntimeStats {
         }
     }
 
+    /// Records a first-token time alone (the answer's outcome was reported
+    /// when it was committed; its first token comes later).
+    pub fn report_first_token(&self, account: &AccountId, first_token: Duration) {
+        if !first_token.is_zero() {
+            update_ewma(
+                &self.cell(account).ttft_ms,
+                first_token.as_secs_f64() * 1000.0,
+            );
+        }
+    }
+
     /// Marks `account` as just chosen.
     pub fn touch(&self, account: &AccountId) {
         let now = self.clock.fetch_add(1, Ordering::Relaxed) + 1;

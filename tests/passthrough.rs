@@ -70,8 +70,14 @@ async fn the_request_body_reaches_the_upstream_unchanged() {
 #[tokio::test]
 async fn openai_chat_stream_and_json_pass_through() {
     let h = Harness::start(&accounts()).await;
+    // A client that asks for usage itself gets the stream byte for byte
+    // (without asking, the relay asks and strips the usage chunk: see
+    // tests/usage.rs).
+    let mut stream_body: serde_json::Value =
+        serde_json::from_str(&chat_body("gpt-4o", true)).expect("test body is JSON");
+    stream_body["stream_options"] = serde_json::json!({"include_usage": true});
     let streamed = h
-        .call("/v1/chat/completions", &chat_body("gpt-4o", true))
+        .call("/v1/chat/completions", &stream_body.to_string())
         .await;
     assert_eq!(streamed.status, 200);
     assert!(streamed.text().ends_with("data: [DONE]\n\n"));

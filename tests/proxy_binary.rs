@@ -186,7 +186,10 @@ async fn the_proxy_logs_one_usage_line_per_request() {
     let answer = support::send(
         Request::post(format!("http://{}/v1/messages", running.addr))
             .header("x-api-key", "sk-relay-log")
-            .body(Full::new(Bytes::from(messages_body("claude-sonnet-4-5", true))))
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                true,
+            ))))
             .unwrap(),
     )
     .await;

@@ -55,7 +55,10 @@ async fn anthropic_json_answers_report_usage() {
             ..Usage::default()
         }
     );
-    assert_eq!(report.account.as_ref().map(|a| a.as_str()), Some("claude-1"));
+    assert_eq!(
+        report.account.as_ref().map(|a| a.as_str()),
+        Some("claude-1")
+    );
     assert_eq!(
         report.request_id.as_ref().map(|id| id.as_str()),
         answer.headers["x-relay-request-id"].to_str().ok()
@@ -160,10 +163,7 @@ async fn responses_json_answers_report_usage_and_the_response_id() {
     let report = next_report(&mut reports).await;
     assert_eq!(report.usage.input_tokens, mock_input_tokens(&h, 0));
     assert_eq!(report.usage.output_tokens, 5);
-    assert_eq!(
-        report.response_id.as_deref(),
-        answer.json()["id"].as_str()
-    );
+    assert_eq!(report.response_id.as_deref(), answer.json()["id"].as_str());
     assert!(report.complete);
 }
 
@@ -191,7 +191,10 @@ async fn a_stream_cut_before_message_delta_reports_what_it_saw_as_incomplete() {
         .set_default_faults(FaultPlan::Always(Fault::MidStreamCut { after_events: 4 }));
     let req = h
         .post("/v1/messages")
-        .body(Full::new(Bytes::from(messages_body("claude-sonnet-4-5", true))))
+        .body(Full::new(Bytes::from(messages_body(
+            "claude-sonnet-4-5",
+            true,
+        ))))
         .unwrap();
     let response = support::open(req).await;
     let _ = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect()).await;
@@ -215,7 +218,10 @@ async fn a_client_that_leaves_mid_stream_is_reported_once_as_incomplete() {
     let (h, mut reports) = Harness::with_usage(mock, &accounts()).await;
     let req = h
         .post("/v1/messages")
-        .body(Full::new(Bytes::from(messages_body("claude-sonnet-4-5", true))))
+        .body(Full::new(Bytes::from(messages_body(
+            "claude-sonnet-4-5",
+            true,
+        ))))
         .unwrap();
     let mut body = support::open(req).await.into_body();
     for _ in 0..5 {
@@ -233,7 +239,40 @@ async fn a_client_that_leaves_mid_stream_is_reported_once_as_incomplete() {
 }
 
 #[tokio::test]
-async fn error_answers_are_reported_without_usage() {
+async fn after_failover_only_the_serving_account_is_reported() {
+    let extra = account("claude-a", "anthropic", "api_key", "ka", "{base}")
+        + "priority = 1\n"
+        + &account("claude-b", "anthropic", "api_key", "kb", "{base}")
+        + "priority = 2\n";
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_faults(
+        "ka",
+        FaultPlan::Always(Fault::Status {
+            status: 529,
+            retry_after: None,
+        }),
+    );
+    let (h, mut reports) = Harness::with_usage(mock, &extra).await;
+    for stream in [false, true] {
+        let answer = h
+            .call("/v1/messages", &messages_body("claude-sonnet-4-5", stream))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let report = next_report(&mut reports).await;
+        assert_eq!(
+            report.account.as_ref().map(|a| a.as_str()),
+            Some("claude-b")
+        );
+        assert_eq!(report.status, 200);
+        assert!(report.usage.output_tokens > 0);
+    }
+    // The 529 attempts made no report of their own.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(reports.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn answers_that_end_in_an_error_report_nothing() {
     let (h, mut reports) = start().await;
     h.mock
         .set_default_faults(FaultPlan::Sequence(vec![Fault::Status {
@@ -244,7 +283,63 @@ async fn error_answers_are_reported_without_usage() {
         .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
         .await;
     assert_eq!(answer.status, 429);
+    // (The Claude account now cools down; the OpenAI one serves.)
+    let served = h
+        .call("/v1/chat/completions", &chat_body("gpt-4o", false))
+        .await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    // The first report is the served request's: the 429 spent no tokens.
     let report = next_report(&mut reports).await;
-    assert_eq!(report.status, 429);
-    assert!(report.usage.is_zero());
+    assert_eq!(report.status, 200);
+    assert!(!report.usage.is_zero());
+}
+
+#[tokio::test]
+async fn a_responses_conversation_stays_on_the_account_that_made_its_previous_response() {
+    let extra: String = (1..=4)
+        .map(|i| {
+            account(
+                &format!("oai-{i}"),
+                "openai",
+                "api_key",
+                &format!("ok{i}"),
+                "{base}",
+            )
+        })
+        .collect();
+    let (h, _reports) = Harness::with_usage(MockUpstream::start().await.unwrap(), &extra).await;
+    // Six conversations of five turns, interleaved turn by turn, so that
+    // without affinity load balancing would move them between accounts.
+    let mut previous: Vec<Option<String>> = vec![None; 6];
+    let mut served_by: Vec<Vec<String>> = vec![Vec::new(); 6];
+    for turn in 0..5 {
+        for (conversation, previous) in previous.iter_mut().enumerate() {
+            // Each turn's own text: no session hash ties the turns together,
+            // only `previous_response_id` does.
+            let input = format!("conversation {conversation}, turn {turn}");
+            let mut body = serde_json::json!({"model": "gpt-4o", "input": input});
+            if let Some(id) = previous.as_ref() {
+                body["previous_response_id"] = id.clone().into();
+            }
+            let answer = h.call("/v1/responses", &body.to_string()).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            *previous = answer.json()["id"].as_str().map(str::to_owned);
+            let account = answer.headers["x-relay-account"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            served_by[conversation].push(account);
+        }
+    }
+    for turns in &served_by {
+        assert!(
+            turns.iter().all(|a| *a == turns[0]),
+            "a conversation moved: {turns:?}"
+        );
+    }
+    let first_accounts: std::collections::HashSet<_> = served_by.iter().map(|t| &t[0]).collect();
+    assert!(
+        first_accounts.len() > 1,
+        "new conversations were spread: {first_accounts:?}"
+    );
 }

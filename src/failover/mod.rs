@@ -106,6 +106,7 @@ use crate::parse::ParsedRequest;
 use crate::principal::Principal;
 use crate::select::{Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
 use crate::state::CooldownReason;
+use crate::usage::UsageHandle;
 
 use body::{peek_first_event, Peeked};
 
@@ -437,6 +438,13 @@ where
             .map_or_else(|| AccountId::from("-"), |s| s.0.clone());
         let status = response.status();
         let (parts, body) = response.into_parts();
+        // A failed attempt is not the request's answer: its usage report
+        // (if a usage layer below made one) must not count.
+        let discard = || {
+            if let Some(usage) = parts.extensions.get::<UsageHandle>() {
+                usage.discard();
+            }
+        };
         if status.is_success() {
             let is_stream = parts
                 .headers
@@ -455,6 +463,7 @@ where
                         .await,
                 ),
                 Ok(Peeked::Error(kind)) => {
+                    discard();
                     let failure = if kind.contains("rate_limit") {
                         Failure::Status(StatusCode::TOO_MANY_REQUESTS, None)
                     } else {
@@ -472,18 +481,24 @@ where
                         failure,
                     }
                 }
-                Err(_) => Examined::Failed {
-                    account,
-                    action: classify(
-                        Outcome::Transport(UpstreamErrorKind::Io),
-                        AccountType::ApiKey,
-                        self.policy(false),
-                    ),
-                    outcome: "stream failed before its first event".to_owned(),
-                    failure: Failure::Transport(UpstreamErrorKind::Io),
-                },
+                Err(_) => {
+                    discard();
+                    Examined::Failed {
+                        account,
+                        action: classify(
+                            Outcome::Transport(UpstreamErrorKind::Io),
+                            AccountType::ApiKey,
+                            self.policy(false),
+                        ),
+                        outcome: "stream failed before its first event".to_owned(),
+                        failure: Failure::Transport(UpstreamErrorKind::Io),
+                    }
+                }
             };
         }
+        // An error answer spent no tokens; reading it here must not report
+        // it as the request's usage, whether it goes back or not.
+        discard();
         let bytes = read_bounded(body).await;
         let message = error_message(&bytes);
         let kind = self

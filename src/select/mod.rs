@@ -58,6 +58,7 @@
 mod body;
 mod config;
 mod decision;
+mod feedback;
 mod pool;
 mod rank;
 mod scheduler;

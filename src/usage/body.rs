@@ -20,6 +20,7 @@ use super::types::{BodyEnd, UsageReport};
 use crate::account::AccountId;
 use crate::body::{BoxError, RelayBody};
 use crate::endpoint::Endpoint;
+use crate::principal::KeyId;
 use crate::request_id::RequestId;
 use crate::sse::splice::{Edit, Splicer};
 use crate::sse::{Event, SseScanner};
@@ -46,6 +47,7 @@ pub(super) enum Framing {
 pub(super) struct Meta {
     pub(super) request_id: Option<RequestId>,
     pub(super) account: Option<AccountId>,
+    pub(super) key: Option<KeyId>,
     pub(super) client_model: Option<String>,
     pub(super) endpoint: Option<Endpoint>,
     pub(super) status: StatusCode,
@@ -157,6 +159,7 @@ impl Tracker {
         let report = UsageReport {
             request_id: self.meta.request_id,
             account: self.meta.account,
+            key: self.meta.key,
             client_model: self.meta.client_model,
             served_model: x.served_model,
             endpoint: self.meta.endpoint,

@@ -524,7 +524,11 @@ mod tests {
         let mut x = Extractor::new(Api::Messages, Instant::now(), false);
         x.on_document(br#"{"id":"msg","model":"claude-x","content":[{"text":"\"usage\""}],"usage":{"input_tokens":5,"cache_read_input_tokens":7,"output_tokens":6}}"#);
         assert_eq!(
-            (x.usage.input_tokens, x.usage.cache_read_input_tokens, x.usage.output_tokens),
+            (
+                x.usage.input_tokens,
+                x.usage.cache_read_input_tokens,
+                x.usage.output_tokens
+            ),
             (5, 7, 6)
         );
         assert!(x.terminal && x.first_token.is_none());
@@ -532,13 +536,19 @@ mod tests {
         let mut x = Extractor::new(Api::ChatCompletions, Instant::now(), false);
         x.on_document(br#"{"model":"gpt-x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}"#);
         assert_eq!(
-            (x.usage.input_tokens, x.usage.cache_read_input_tokens, x.usage.output_tokens),
+            (
+                x.usage.input_tokens,
+                x.usage.cache_read_input_tokens,
+                x.usage.output_tokens
+            ),
             (1, 8, 2)
         );
         assert_eq!(x.served_model.as_deref(), Some("gpt-x"));
 
         let mut x = Extractor::new(Api::Responses, Instant::now(), false);
-        x.on_document(br#"{"id":"resp_9","model":"gpt-r","usage":{"input_tokens":3,"output_tokens":1}}"#);
+        x.on_document(
+            br#"{"id":"resp_9","model":"gpt-r","usage":{"input_tokens":3,"output_tokens":1}}"#,
+        );
         assert_eq!(x.response_id.as_deref(), Some("resp_9"));
         assert_eq!((x.usage.input_tokens, x.usage.output_tokens), (3, 1));
 

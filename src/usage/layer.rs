@@ -17,6 +17,7 @@ use crate::endpoint::Endpoint;
 use crate::future::{OnResponse, ResponseHook};
 use crate::json::top_level_value_span;
 use crate::parse::ParsedRequest;
+use crate::principal::Principal;
 use crate::request_id::RequestId;
 use crate::sse::splice::Splicer;
 use crate::sse::SseScanner;
@@ -73,6 +74,12 @@ impl UsageExtractLayer {
     /// Reports to `sink` instead.
     pub fn sink(mut self, sink: impl UsageSink) -> Self {
         self.sink = Arc::new(sink);
+        self
+    }
+
+    /// Reports to `sink` as well as to the sinks set so far.
+    pub fn also(mut self, sink: impl UsageSink) -> Self {
+        self.sink = Arc::new((self.sink, sink));
         self
     }
 
@@ -196,6 +203,7 @@ where
                 .extensions()
                 .get::<SelectedAccount>()
                 .map(|a| a.id().clone()),
+            key: req.extensions().get::<Principal>().map(|p| p.id().clone()),
             client_model,
             endpoint,
             status: http::StatusCode::OK,

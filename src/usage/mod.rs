@@ -87,11 +87,13 @@ mod body;
 mod extract;
 mod layer;
 mod sink;
+mod totals;
 mod types;
 
 pub use body::UsageHandle;
 pub use layer::{Attach, IncludeUsage, UsageExtract, UsageExtractLayer};
-pub use sink::{ChannelSink, TracingSink, UsageReceiver, UsageSink};
+pub use sink::{ChannelSink, MetricsSink, TracingSink, UsageReceiver, UsageSink};
+pub use totals::{Totals, UsageTotals};
 pub use types::{BodyEnd, Usage, UsageReport};
 
 #[cfg(test)]

@@ -80,7 +80,10 @@ async fn call<B>(
     req: Request<Bytes>,
     content_type: &'static str,
     body: B,
-) -> (Response<RelayBody>, Arc<std::sync::Mutex<Option<Request<Bytes>>>>)
+) -> (
+    Response<RelayBody>,
+    Arc<std::sync::Mutex<Option<Request<Bytes>>>>,
+)
 where
     B: Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
@@ -315,7 +318,10 @@ async fn json_answers_are_read_whole_and_forwarded_untouched() {
     let (sink, mut reports) = ChannelSink::new(8);
     let (response, _) = call(
         UsageExtractLayer::new().sink(sink),
-        request(Endpoint::ChatCompletions, r#"{"model":"gpt","messages":[]}"#),
+        request(
+            Endpoint::ChatCompletions,
+            r#"{"model":"gpt","messages":[]}"#,
+        ),
         "application/json",
         frames(&input),
     )
@@ -347,7 +353,10 @@ async fn error_statuses_are_reported_without_usage() {
     let (sink, mut reports) = ChannelSink::new(8);
     let service = UsageExtractLayer::new().sink(sink).layer(upstream);
     let response = service
-        .oneshot(request(Endpoint::Messages, r#"{"model":"m","messages":[]}"#))
+        .oneshot(request(
+            Endpoint::Messages,
+            r#"{"model":"m","messages":[]}"#,
+        ))
         .await
         .unwrap_or_default();
     let _ = drain(response.into_body()).await;
@@ -393,7 +402,8 @@ async fn chat_streams_get_include_usage_upstream_and_lose_the_extra_chunk() {
 #[tokio::test]
 async fn chat_streams_that_asked_for_usage_pass_untouched() {
     let input = stream_of(CHAT);
-    let body = r#"{"model":"gpt","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
+    let body =
+        r#"{"model":"gpt","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#;
     let (sink, mut reports) = ChannelSink::new(8);
     let (response, seen) = call(
         UsageExtractLayer::new().sink(sink),
@@ -458,7 +468,11 @@ fn cut(stream: &[u8], mut points: Vec<usize>) -> Vec<Bytes> {
 }
 
 /// Runs `frames` through the layer; returns the bytes out and the report.
-fn run_split(endpoint: Endpoint, request_body: &str, frames_in: Vec<Bytes>) -> (Vec<u8>, UsageReport) {
+fn run_split(
+    endpoint: Endpoint,
+    request_body: &str,
+    frames_in: Vec<Bytes>,
+) -> (Vec<u8>, UsageReport) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build();

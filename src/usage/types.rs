@@ -6,6 +6,7 @@ use http::StatusCode;
 
 use crate::account::AccountId;
 use crate::endpoint::Endpoint;
+use crate::principal::KeyId;
 use crate::request_id::RequestId;
 
 /// Tokens one response used, in the same terms for every API.
@@ -96,6 +97,8 @@ pub struct UsageReport {
     pub request_id: Option<RequestId>,
     /// The account that served it.
     pub account: Option<AccountId>,
+    /// The client key that asked (its name).
+    pub key: Option<KeyId>,
     /// The model the client asked for.
     pub client_model: Option<String>,
     /// The model the upstream says it served (after any model mapping).
