@@ -11,6 +11,7 @@ mod admin;
 mod demo;
 mod metrics;
 mod server;
+mod status_page;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -14,6 +14,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tower_llm_relay::config::Config;
+
+use crate::admin::AdminView;
 use tower_llm_relay::usage::TracingSink;
 
 /// hyper refuses read buffers smaller than this.
@@ -36,7 +38,20 @@ pub(crate) fn bind(config: &Config) -> io::Result<TcpListener> {
 pub(crate) fn router(config: &Config) -> Router {
     let builder = config.relay_builder();
     let scheduler = builder.scheduler();
-    let refresher = builder.refresher().clone();
+    let view = AdminView {
+        scheduler: scheduler.clone(),
+        refresher: builder.refresher().clone(),
+        totals: builder.usage_totals().clone(),
+        keys: {
+            let mut keys: Vec<_> = config
+                .keys
+                .principals()
+                .map(|p| (p.id().clone(), p.group_name().to_owned()))
+                .collect();
+            keys.sort();
+            keys.into()
+        },
+    };
     // One `tower_llm_relay::usage` log line per served request, with its
     // tokens, first-token time and duration.
     let relay = builder
@@ -45,11 +60,7 @@ pub(crate) fn router(config: &Config) -> Router {
         .build::<axum::body::Body>();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(crate::admin::routes(
-            config.admin_key.clone(),
-            scheduler.clone(),
-            refresher,
-        ))
+        .merge(crate::admin::routes(config.admin_key.clone(), view))
         .merge(crate::metrics::routes(
             config.metrics_key.clone(),
             scheduler,

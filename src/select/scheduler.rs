@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,6 +117,20 @@ struct Inner {
     counters: Counters,
     // Per account: consecutive failures and ejections (per replica).
     streaks: Mutex<HashMap<AccountId, Streak>>,
+    // Per account: the last few failures, newest last, for operators.
+    recent_errors: Mutex<HashMap<AccountId, VecDeque<RecentError>>>,
+}
+
+/// How many failures per account [`Scheduler::recent_errors`] keeps.
+pub const RECENT_ERRORS: usize = 5;
+
+/// One failed attempt, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RecentError {
+    /// Unix seconds when it failed.
+    pub at: u64,
+    /// Why, as a cooldown reason (`rate_limited`, `overloaded`, …).
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,6 +175,7 @@ impl Scheduler {
                 config,
                 counters: Counters::default(),
                 streaks: Mutex::new(HashMap::new()),
+                recent_errors: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -261,6 +276,37 @@ impl Scheduler {
         }
     }
 
+    fn remember_error(&self, account: &AccountId, reason: CooldownReason) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut all = self
+            .inner
+            .recent_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let recent = all.entry(account.clone()).or_default();
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentError {
+            at,
+            reason: reason.as_str(),
+        });
+    }
+
+    /// The last [`RECENT_ERRORS`] failures of `account` on this replica,
+    /// oldest first.
+    pub fn recent_errors(&self, account: &AccountId) -> Vec<RecentError> {
+        self.inner
+            .recent_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Reports a failed attempt: the EWMAs learn, the streak grows, and the
     /// account cools down — for `hinted` when the upstream said how long,
     /// else the reason's default doubled per failure in the streak (capped
@@ -276,6 +322,7 @@ impl Scheduler {
         hinted: Option<Duration>,
     ) -> Duration {
         self.inner.stats.report(account, false, None);
+        self.remember_error(account, reason);
         let config = &self.inner.config;
         let streak = {
             let mut streaks = self

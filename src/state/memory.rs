@@ -369,6 +369,26 @@ impl StateStore for MemoryStore {
         }
         ready(())
     }
+
+    fn model_cooldowns<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
+        let now = Instant::now();
+        let mut all: Vec<_> = lock(&self.inner.accounts)
+            .get(account)
+            .map(|slots| {
+                slots
+                    .model_cooldowns
+                    .iter()
+                    .filter(|(_, (until, _))| *until > now)
+                    .map(|(model, (until, reason))| (model.to_string(), *until - now, *reason))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        ready(all)
+    }
 }
 
 #[cfg(test)]
