@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example proxy -- --config relay.toml [--listen ADDR]
 //! cargo run --release --example proxy -- --demo
+//! cargo run --release --example proxy -- --check --config relay.toml
 //! ```
 
 mod admin;
@@ -41,6 +42,10 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Check the config, print it as it takes effect (defaults filled in,
+    /// credentials redacted) and exit: 0 when valid, 2 when not.
+    #[arg(long, requires = "config")]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,11 @@ async fn run(args: Args) -> ExitCode {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if args.check {
+        print!("{}", config.effective_toml());
+        println!("# the config is valid");
+        return ExitCode::SUCCESS;
     }
     let listener = match server::bind(&config) {
         Ok(listener) => listener,
