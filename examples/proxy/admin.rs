@@ -18,6 +18,8 @@ use tower_llm_relay::usage::{Totals, UsageTotals};
 use tower_llm_relay::KeyId;
 use tower_llm_relay::{ApiFormat, RelayError};
 
+use crate::reload::LiveRelay;
+
 /// What the admin routes read: the live scheduler and refresher of the
 /// relay, its usage totals, and the configured client keys (names only).
 #[derive(Clone)]
@@ -32,11 +34,11 @@ pub(crate) struct AdminView {
 #[derive(Clone)]
 struct Admin {
     key: Arc<SecretString>,
-    view: AdminView,
+    live: LiveRelay,
 }
 
 /// The admin routes, or 404s for them when no key is configured.
-pub(crate) fn routes(key: Option<SecretString>, view: AdminView) -> Router {
+pub(crate) fn routes(key: Option<SecretString>, live: LiveRelay) -> Router {
     let Some(key) = key else {
         return Router::new()
             .route("/admin", any(not_found))
@@ -44,7 +46,7 @@ pub(crate) fn routes(key: Option<SecretString>, view: AdminView) -> Router {
     };
     let state = Admin {
         key: Arc::new(key),
-        view,
+        live,
     };
     Router::new()
         .route("/admin", get(status_page))
@@ -106,6 +108,8 @@ async fn accounts(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         return unauthorized();
     }
     let accounts: Vec<serde_json::Value> = admin
+        .live
+        .current()
         .view
         .accounts()
         .await
@@ -125,6 +129,8 @@ async fn keys(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         return unauthorized();
     }
     let keys: Vec<serde_json::Value> = admin
+        .live
+        .current()
         .view
         .keys()
         .into_iter()
@@ -143,8 +149,9 @@ async fn status_page(State(admin): State<Admin>, headers: HeaderMap) -> Response
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
-    let accounts = admin.view.accounts().await;
-    let keys = admin.view.keys();
+    let live = admin.live.current();
+    let accounts = live.view.accounts().await;
+    let keys = live.view.keys();
     let html = crate::status_page::render(&accounts, &keys, SystemTime::now());
     (
         [

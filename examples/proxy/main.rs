@@ -11,6 +11,7 @@
 mod admin;
 mod demo;
 mod metrics;
+mod reload;
 mod server;
 mod status_page;
 
@@ -75,7 +76,7 @@ async fn run(args: Args) -> ExitCode {
         }
     } else {
         // `clap` makes `--config` required without `--demo`.
-        let path = args.config.unwrap_or_default();
+        let path = args.config.clone().unwrap_or_default();
         match Config::load(&path) {
             Ok(config) => (config, None),
             Err(e) => {
@@ -104,7 +105,9 @@ async fn run(args: Args) -> ExitCode {
     if let Some(demo) = &demo {
         demo.print_instructions(local);
     }
-    match server::serve(listener, &config).await {
+    // `--demo` has no file to re-read.
+    let reload_from = args.config.filter(|_| demo.is_none());
+    match server::serve(listener, &config, reload_from).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
