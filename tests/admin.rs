@@ -215,3 +215,81 @@ async fn admin_keys_shows_usage_per_key_name_never_the_key() {
         .json();
     assert_eq!(accounts["accounts"][0]["usage"]["requests"], 2);
 }
+
+/// The value of the Prometheus sample whose line starts with `series`
+/// (name and labels), or 0 when there is none yet.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn counters_move_as_requests_are_served_and_fail() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_faults(
+        "sk-ant-m-bad",
+        tower_llm_relay::mock::FaultPlan::Always(tower_llm_relay::mock::Fault::Status {
+            status: 529,
+            retry_after: None,
+        }),
+    );
+    let base = mock.base_url();
+    let config = ConfigFile::new(&format!(
+        "[[keys]]\nkey = \"sk-relay-m\"\nname = \"m\"\n{}priority = 1\n{}priority = 2\n",
+        account("m-bad", "anthropic", "api_key", "sk-ant-m-bad", &base),
+        account("m-good", "anthropic", "api_key", "sk-ant-m-good", &base),
+    ));
+    let proxy = Proxy::start(config.path(), &[]);
+    let scrape = || async { support::send(get(proxy.url("/metrics"), None)).await.text() };
+    let call = |key: &'static str| {
+        support::send(
+            Request::post(proxy.url("/v1/messages"))
+                .header("x-api-key", key)
+                .body(Full::new(Bytes::from(messages_body(
+                    "claude-sonnet-4-5",
+                    false,
+                ))))
+                .unwrap(),
+        )
+    };
+    let served = r#"relay_requests_total{route="/v1/messages",status="200",account="m-good",outcome="served"}"#;
+    let switches = r#"relay_account_switches_total{account="m-bad"}"#;
+    let refused = r#"relay_errors_total{status="401"}"#;
+    let tokens = r#"relay_tokens_total{kind="output",key="m",account="m-good"}"#;
+
+    let before = scrape().await;
+    assert_eq!(call("sk-relay-m").await.status, 200);
+    assert_eq!(call("sk-relay-wrong").await.status, 401);
+    // Usage is counted when the body ends, just after the client has it.
+    let mut after = scrape().await;
+    for _ in 0..50 {
+        if sample(&after, tokens) > sample(&before, tokens) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        after = scrape().await;
+    }
+    assert_eq!(
+        sample(&after, served) - sample(&before, served),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, switches) - sample(&before, switches),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, refused) - sample(&before, refused),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, tokens) - sample(&before, tokens),
+        5.0,
+        "{after}"
+    );
+}
