@@ -390,28 +390,36 @@ impl Scheduler {
         let inner = &self.inner;
         let group = req.group.unwrap_or("");
         let excluded = |id: &AccountId| req.excluded.is_some_and(|e| e.0.contains(id));
-        let accounts: Vec<(usize, &Arc<Account>)> = inner
+        let all = inner.pool.accounts();
+        let mut indexes = inner
             .pool
-            .indexed_candidates(req.endpoint, req.model, req.group)
-            .filter(|(_, a)| !excluded(a.id()))
-            .filter(|(_, a)| req.pinned.is_none_or(|p| a.id() == p))
-            .collect();
-        if accounts.is_empty() {
+            .candidate_indexes(req.endpoint, req.model, req.group);
+        // Most requests exclude nothing and pin nothing: they use the
+        // cached list as it is.
+        if req.excluded.is_some() || req.pinned.is_some() {
+            indexes = indexes
+                .iter()
+                .copied()
+                .filter(|&i| !excluded(all[i].id()))
+                .filter(|&i| req.pinned.is_none_or(|p| all[i].id() == p))
+                .collect();
+        }
+        if indexes.is_empty() {
             return Err(RelayError::NoAccount {
                 model: req.model.to_owned(),
             });
         }
-        let ids: Vec<&AccountId> = accounts.iter().map(|(_, a)| a.id()).collect();
+        let ids: Vec<&AccountId> = indexes.iter().map(|&i| all[i].id()).collect();
         let loads = inner
             .store
             .loads(&ids, Some(req.model))
             .await
             .map_err(state_error)?;
-        let candidates: Vec<Candidate> = accounts
-            .into_iter()
+        let candidates: Vec<Candidate> = indexes
+            .iter()
             .zip(loads)
-            .map(|((index, account), load)| {
-                Candidate::new(account, load, inner.handles[index].get())
+            .map(|(&i, load)| {
+                Candidate::new(&all[i], inner.pool.hot(i), load, inner.handles[i].get())
             })
             .collect();
         let policy = self.policy(req.endpoint);
@@ -689,8 +697,8 @@ impl Scheduler {
 
     async fn try_take(&self, c: &Candidate<'_>) -> Result<Option<SlotGuard>, RelayError> {
         let limits = SlotLimits {
-            concurrency: c.account.concurrency(),
-            rpm: c.account.rpm(),
+            concurrency: c.hot.concurrency,
+            rpm: c.hot.rpm,
         };
         self.inner
             .store
@@ -711,7 +719,7 @@ impl Scheduler {
         started: Instant,
         may_wait: bool,
     ) -> Result<Option<Selection>, RelayError> {
-        if c.account.rpm().is_some_and(|rpm| c.load.rpm_used >= rpm) {
+        if c.hot.rpm.is_some_and(|rpm| c.load.rpm_used >= rpm) {
             return Ok(None);
         }
         if let Some(slot) = self.try_take(c).await? {

@@ -11,7 +11,7 @@ use super::{
     AccountLoad, CooldownReason, SlotGuard, SlotLimits, SlotSignal, StateStore, StoreFuture,
     WaitTicket,
 };
-use crate::account::AccountId;
+use crate::account::{AccountId, AccountIdHash};
 
 /// The RPM window: requests are counted per fixed minute.
 const RPM_WINDOW: Duration = Duration::from_secs(60);
@@ -48,7 +48,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: Mutex<HashMap<AccountId, Slots, RandomState>>,
+    accounts: Mutex<HashMap<AccountId, Slots, AccountIdHash>>,
     sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
     responses: Mutex<ExpiringMap<Arc<str>>>,
 }
@@ -57,7 +57,9 @@ struct Inner {
 struct Slots {
     in_flight: u32,
     waiting: u32,
-    window_start: Instant,
+    // When the current RPM window ends: compared, never subtracted, on
+    // the hot path.
+    window_end: Instant,
     window_count: u32,
     cooldown: Option<(Instant, CooldownReason)>,
     // Cooldowns of single models on this account (usually none).
@@ -70,7 +72,7 @@ impl Default for Slots {
         Self {
             in_flight: 0,
             waiting: 0,
-            window_start: Instant::now(),
+            window_end: Instant::now(),
             window_count: 0,
             cooldown: None,
             model_cooldowns: HashMap::default(),
@@ -81,18 +83,22 @@ impl Default for Slots {
 
 impl Slots {
     fn rpm_used(&mut self, now: Instant) -> u32 {
-        if self.window_count > 0 && now.duration_since(self.window_start) >= RPM_WINDOW {
-            self.window_start = now;
+        if self.window_count > 0 && now >= self.window_end {
             self.window_count = 0;
         }
         self.window_count
     }
 
+    #[inline]
     fn cooldown_left(
         &mut self,
         now: Instant,
         model: Option<&str>,
     ) -> Option<(Duration, CooldownReason)> {
+        if self.cooldown.is_none() && self.model_cooldowns.is_empty() {
+            // The common case, decided without reading the clock.
+            return None;
+        }
         let account = match self.cooldown {
             Some((until, reason)) if until > now => Some((until - now, reason)),
             Some(_) => {
@@ -293,7 +299,7 @@ impl StateStore for MemoryStore {
         }
         if slots.window_count == 0 {
             // A window starts with its first request.
-            slots.window_start = now;
+            slots.window_end = now + RPM_WINDOW;
         }
         slots.in_flight += 1;
         slots.window_count += 1;
