@@ -501,6 +501,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_throttling_exception_first_is_a_rate_limit_error_event() {
+        let throttled = encode(
+            &[
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
+            br#"{"message":"Too many requests, please wait before trying again."}"#,
+        );
+        let mut f = vec![throttled];
+        f.extend(frames());
+        let mut body = EventStreamBody::new(stream_of(f, 3), "m");
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let text = std::str::from_utf8(&first).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        let v: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "error", "error": {
+                "type": "rate_limit_error",
+                "message": "Too many requests, please wait before trying again.",
+            }})
+        );
+        // Nothing after the exception, and a clean end.
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_invocation_metrics_passes_byte_for_byte() {
+        let event = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a\"b"}});
+        let out = text(EventStreamBody::new(stream_of(vec![chunk(&event)], 1), "m"))
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            format!("event: content_block_delta\ndata: {event}\n\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn json_answers_lose_bedrock_metrics_and_name_the_model() {
+        let answer = json!({"type": "message", "model": "claude-x", "usage": {"input_tokens": 1}, INVOCATION_METRICS: {}});
+        let body = DocumentBody::new(
+            RelayBody::full(answer.to_string()),
+            Document::Message {
+                model: "bedrock-id".into(),
+            },
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "message", "model": "bedrock-id", "usage": {"input_tokens": 1}})
+        );
+    }
+
+    #[test]
+    fn bedrock_error_names_map_to_anthropic_types() {
+        let cases = [
+            ("ThrottlingException", 429, "rate_limit_error"),
+            ("ServiceUnavailableException", 503, "overloaded_error"),
+            ("ValidationException", 400, "invalid_request_error"),
+            ("AccessDeniedException", 403, "permission_error"),
+            ("InvalidSignatureException", 403, "authentication_error"),
+            ("InternalServerException", 500, "api_error"),
+            ("", 429, "rate_limit_error"),
+            ("", 503, "overloaded_error"),
+        ];
+        for (name, status, kind) in cases {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert_eq!(error_type(name, Some(status)), kind, "{name} {status}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_corrupt_frame_fails_the_body_after_the_good_events() {
         let mut f = frames();
         let mut bad = f[2].to_vec();

@@ -135,7 +135,7 @@ impl Invocation {
         }
         let mut frames: Vec<Bytes> = anthropic::stream_events(&answer)
             .iter()
-            .filter_map(|event| sse_data(event))
+            .filter_map(sse_data)
             .collect::<Vec<_>>();
         if let Some(last) = frames.len().checked_sub(1) {
             // Bedrock's own metrics ride on the last event.
