@@ -11,7 +11,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::auth::AuthLayer;
-use crate::bedrock::BedrockAdaptLayer;
+use crate::bedrock::{BedrockAdaptLayer, CountTokensGateLayer};
 use crate::beta_header::BetaHeaderLayer;
 use crate::body::{BoxError, RelayBody};
 use crate::body_limit::{BodyLimitLayer, DEFAULT_BODY_LIMIT};
@@ -41,7 +41,8 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, per-key limits, `GET /v1/models`, parsing, session hash, failover,
+/// auth, per-key limits, `GET /v1/models`, parsing, the Bedrock `count_tokens`
+/// gate, session hash, failover,
 /// account selection, model mapping, header allow-list, `anthropic-beta`,
 /// credentials, OAuth refresh, usage extraction, Bedrock translation,
 /// upstream. Usage goes to a
@@ -256,6 +257,7 @@ impl RelayBuilder {
             .relay_client_limit(&self.keys)
             .relay_list_models(self.pool.clone())
             .relay_parse_request()
+            .layer(CountTokensGateLayer::new(scheduler.pool().clone()))
             .layer(SessionHashLayer::new().header(session_header))
             .layer(FailoverLayer::new(scheduler.clone()))
             .relay_account_select(scheduler.clone())

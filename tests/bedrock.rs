@@ -411,3 +411,20 @@ async fn a_stream_cut_mid_way_ends_with_an_error_event_for_the_client() {
     assert_eq!(last.0, "error", "{text}");
     assert_no_credentials(&answer);
 }
+
+#[tokio::test]
+async fn count_tokens_with_only_bedrock_accounts_is_not_implemented() {
+    let h = Harness::start(&two_bedrock_accounts()).await;
+    let answer = h
+        .call("/v1/messages/count_tokens", &messages_body(MODEL, false))
+        .await;
+    assert_eq!(answer.status, 501, "{}", answer.text());
+    let error = answer.json();
+    assert_eq!(error["type"], "error");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Bedrock"));
+    assert!(answer.headers.contains_key("x-relay-request-id"));
+    assert_eq!(h.mock.request_count(), 0);
+}

@@ -45,7 +45,9 @@
 //! default stack, shows the client its own model name again, and usage
 //! reports the served id.
 //!
-//! Requests for other accounts pass through untouched. The layer sits
+//! Requests for other accounts pass through untouched. Bedrock cannot
+//! count tokens: [`CountTokensGateLayer`] answers `count_tokens` with a 501
+//! when only Bedrock accounts could serve the model. The layer sits
 //! below [`usage`](crate::usage) and above [`upstream`](crate::upstream);
 //! [`credentials`](crate::credentials) leaves Bedrock requests to it.
 //!
@@ -102,11 +104,13 @@
 //! ```
 
 mod body;
+mod count_tokens;
 pub(crate) mod eventstream;
 mod request;
 pub(crate) mod sign;
 
 pub use body::EventStreamBody;
+pub use count_tokens::{CountTokensGate, CountTokensGateLayer};
 pub use eventstream::encode as encode_frame;
 pub use request::{invoke_body, invoke_path, ANTHROPIC_VERSION, DEFAULT_MODEL_IDS};
 
