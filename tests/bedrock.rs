@@ -428,3 +428,19 @@ async fn count_tokens_with_only_bedrock_accounts_is_not_implemented() {
     assert!(answer.headers.contains_key("x-relay-request-id"));
     assert_eq!(h.mock.request_count(), 0);
 }
+
+#[tokio::test]
+async fn when_every_stream_opens_with_a_throttling_exception_the_client_gets_a_429() {
+    let h = Harness::start(&two_bedrock_accounts()).await;
+    h.mock
+        .set_faults("AKIDFIRST", FaultPlan::Always(Fault::SseErrorFirst));
+    h.mock
+        .set_faults("AKIDSECOND", FaultPlan::Always(Fault::SseErrorFirst));
+    let answer = h.call("/v1/messages", &messages_body(MODEL, true)).await;
+    // No byte of either stream went out, so the answer has the status
+    // the exceptions call for, in Anthropic's format.
+    assert_eq!(answer.status, 429, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(h.mock.request_count(), 2);
+    assert_no_credentials(&answer);
+}
