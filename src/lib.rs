@@ -1,6 +1,6 @@
 //! Tower middleware that turns a pool of upstream LLM accounts (Anthropic
-//! subscription and API-key accounts, AWS Bedrock, OpenAI keys) into one reliable, fast
-//! endpoint.
+//! subscription and API-key accounts, AWS Bedrock, OpenAI keys) into one
+//! reliable, fast endpoint.
 //!
 //! Each concern is its own tower [`Layer`](tower_layer::Layer), usable alone;
 //! [`RelayBuilder`] composes the default stack:

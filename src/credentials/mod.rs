@@ -5,9 +5,10 @@
 //! client's query. Anthropic API keys go in `x-api-key`; subscription
 //! tokens (`oauth`, `setup_token`) and OpenAI keys go in
 //! `Authorization: Bearer`. Anthropic requests without `anthropic-version`
-//! get `2023-06-01`. Bedrock requests pass untouched: the
-//! [`bedrock`](crate::bedrock) layer addresses and signs them. Credential header values are marked sensitive, so
+//! get `2023-06-01`. Credential header values are marked sensitive, so
 //! hyper never indexes them in HTTP/2 header tables and `Debug` hides them.
+//! Bedrock requests pass untouched: the [`bedrock`](crate::bedrock) layer
+//! addresses and signs them.
 //!
 //! # Examples
 //!

@@ -126,7 +126,8 @@ pub struct ReceivedRequest {
     /// The request body (empty when it was over the 32 MiB limit, which
     /// is answered 413).
     pub body: Bytes,
-    /// The credential: `x-api-key`, else an `Authorization: Bearer` token.
+    /// The credential: `x-api-key`, else an `Authorization: Bearer` token;
+    /// on Bedrock paths the SigV4 access key id.
     pub credential: Option<String>,
     /// Exactly the response body bytes sent so far: all of them once the
     /// client has seen the body's end, the part before a cut after a cut.
