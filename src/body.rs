@@ -56,6 +56,46 @@ impl RelayBody {
     pub fn empty() -> Self {
         Self::new(Empty::<Bytes>::new())
     }
+
+    /// A body that yields these frames (or errors) in order, one per poll:
+    /// an upstream's answer as it arrived, for tests and mock services.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::BodyExt;
+    /// use tower_llm_relay::RelayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let mut body = RelayBody::from_frames([Ok(Bytes::from("a")), Ok(Bytes::from("b"))]);
+    /// let first = body.frame().await.unwrap().unwrap();
+    /// assert_eq!(first.into_data().unwrap(), "a");
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "b");
+    /// # }
+    /// ```
+    pub fn from_frames(frames: impl IntoIterator<Item = Result<Bytes, BoxError>>) -> Self {
+        Self::new(FrameList(frames.into_iter().collect()))
+    }
+}
+
+/// The body of [`RelayBody::from_frames`].
+struct FrameList(std::collections::VecDeque<Result<Bytes, BoxError>>);
+
+impl Body for FrameList {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Default for RelayBody {

@@ -417,28 +417,12 @@ mod tests {
         )
     }
 
-    /// A body that yields its pieces one frame at a time.
-    struct Pieces(std::collections::VecDeque<Bytes>);
-
-    impl Body for Pieces {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
     fn stream_of(frames: Vec<Bytes>, split: usize) -> RelayBody {
         let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
-        let pieces = all
-            .chunks(split.max(1))
-            .map(Bytes::copy_from_slice)
-            .collect();
-        RelayBody::new(Pieces(pieces))
+        RelayBody::from_frames(
+            all.chunks(split.max(1))
+                .map(|piece| Ok(Bytes::copy_from_slice(piece))),
+        )
     }
 
     async fn text(body: EventStreamBody) -> Result<String, BoxError> {

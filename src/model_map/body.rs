@@ -193,29 +193,10 @@ mod tests {
 
     use super::*;
 
-    /// A body that yields the given frames, one per poll.
-    struct Frames(std::collections::VecDeque<Bytes>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
     async fn run(frames: &[&'static str], framing: Framing) -> (Vec<Bytes>, Bytes) {
-        let source = Frames(
-            frames
-                .iter()
-                .map(|f| Bytes::from_static(f.as_bytes()))
-                .collect(),
-        );
-        let mut body = MapModelBody::new(RelayBody::new(source), "up-1", "client", framing);
+        let source =
+            RelayBody::from_frames(frames.iter().map(|f| Ok(Bytes::from_static(f.as_bytes()))));
+        let mut body = MapModelBody::new(source, "up-1", "client", framing);
         let mut out = Vec::new();
         while let Some(Ok(frame)) = body.frame().await {
             out.push(frame.into_data().unwrap_or_default());

@@ -17,27 +17,8 @@ use crate::endpoint::Endpoint;
 use crate::error::RelayError;
 use crate::parse::ParsedRequest;
 
-/// A body that yields the given frames (or an error), one per poll.
-struct Frames(VecDeque<Result<Bytes, BoxError>>);
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-fn frames(parts: &[Bytes]) -> Frames {
-    Frames(parts.iter().cloned().map(Ok).collect())
+fn frames(parts: &[Bytes]) -> RelayBody {
+    RelayBody::from_frames(parts.iter().cloned().map(Ok))
 }
 
 const ANTHROPIC: &[&str] = &[
@@ -230,7 +211,7 @@ async fn a_stream_cut_before_message_delta_reports_what_it_saw_as_incomplete() {
             r#"{"model":"m","stream":true,"messages":[]}"#,
         ),
         "text/event-stream",
-        Frames(parts),
+        RelayBody::from_frames(parts),
     )
     .await;
     let (_, error) = drain(response.into_body()).await;
