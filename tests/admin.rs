@@ -6,8 +6,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use support::account;
 use support::proxy_process::{ConfigFile, Proxy};
-use support::{account, messages_body};
 use tower_llm_relay::mock::MockUpstream;
 
 fn get(url: String, auth: Option<(&str, String)>) -> Request<Full<Bytes>> {
@@ -32,16 +32,7 @@ async fn admin_accounts_shows_state_to_the_admin_key_only() {
         )
     ));
     let proxy = Proxy::start(config.path(), &[]);
-    let served = support::send(
-        Request::post(proxy.url("/v1/messages"))
-            .header("x-api-key", "sk-relay-c")
-            .body(Full::new(Bytes::from(messages_body(
-                "claude-sonnet-4-5",
-                false,
-            ))))
-            .unwrap(),
-    )
-    .await;
+    let served = support::send(proxy.messages("sk-relay-c", false)).await;
     assert_eq!(served.status, 200);
 
     let refused = support::send(get(proxy.url("/admin/accounts"), None)).await;
@@ -107,16 +98,7 @@ async fn metrics_are_prometheus_text_with_per_account_state() {
         )
     ));
     let proxy = Proxy::start(config.path(), &[]);
-    let served = support::send(
-        Request::post(proxy.url("/v1/messages"))
-            .header("x-api-key", "sk-relay-c")
-            .body(Full::new(Bytes::from(messages_body(
-                "claude-sonnet-4-5",
-                false,
-            ))))
-            .unwrap(),
-    )
-    .await;
+    let served = support::send(proxy.messages("sk-relay-c", false)).await;
     assert_eq!(served.status, 200);
     let refused = support::send(get(proxy.url("/metrics"), None)).await;
     assert_eq!(refused.status, 401);
@@ -160,16 +142,7 @@ async fn admin_keys_shows_usage_per_key_name_never_the_key() {
     ));
     let proxy = Proxy::start(config.path(), &[]);
     for stream in [false, true] {
-        let served = support::send(
-            Request::post(proxy.url("/v1/messages"))
-                .header("x-api-key", "sk-relay-key-alice")
-                .body(Full::new(Bytes::from(messages_body(
-                    "claude-sonnet-4-5",
-                    stream,
-                ))))
-                .unwrap(),
-        )
-        .await;
+        let served = support::send(proxy.messages("sk-relay-key-alice", stream)).await;
         assert_eq!(served.status, 200);
     }
     let admin = || Some(("x-api-key", "sk-relay-admin-test".to_owned()));
@@ -244,17 +217,7 @@ async fn counters_move_as_requests_are_served_and_fail() {
     ));
     let proxy = Proxy::start(config.path(), &[]);
     let scrape = || async { support::send(get(proxy.url("/metrics"), None)).await.text() };
-    let call = |key: &'static str| {
-        support::send(
-            Request::post(proxy.url("/v1/messages"))
-                .header("x-api-key", key)
-                .body(Full::new(Bytes::from(messages_body(
-                    "claude-sonnet-4-5",
-                    false,
-                ))))
-                .unwrap(),
-        )
-    };
+    let call = |key: &'static str| support::send(proxy.messages(key, false));
     let served = r#"relay_requests_total{route="/v1/messages",status="200",account="m-good",outcome="served"}"#;
     let switches = r#"relay_account_switches_total{account="m-bad"}"#;
     let refused = r#"relay_errors_total{status="401"}"#;

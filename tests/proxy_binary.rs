@@ -37,16 +37,7 @@ async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
     assert_eq!(health.status, 200);
     assert_eq!(health.text(), "ok");
 
-    let answer = support::send(
-        Request::post(format!("http://{}/v1/messages", running.addr))
-            .header("x-api-key", "sk-relay-from-env")
-            .body(Full::new(Bytes::from(messages_body(
-                "claude-sonnet-4-5",
-                false,
-            ))))
-            .unwrap(),
-    )
-    .await;
+    let answer = support::send(running.messages("sk-relay-from-env", false)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.body, mock.received()[0].response_body);
     assert_eq!(mock.received()[0].headers["x-api-key"], "sk-ant-file-1");
@@ -83,16 +74,7 @@ async fn the_proxy_logs_one_usage_line_per_request() {
         }
     });
 
-    let answer = support::send(
-        Request::post(format!("http://{}/v1/messages", running.addr))
-            .header("x-api-key", "sk-relay-log")
-            .body(Full::new(Bytes::from(messages_body(
-                "claude-sonnet-4-5",
-                true,
-            ))))
-            .unwrap(),
-    )
-    .await;
+    let answer = support::send(running.messages("sk-relay-log", true)).await;
     assert_eq!(answer.status, 200);
     let usage_line = rx
         .iter()

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
+use support::account;
 use support::proxy_process::{ConfigFile, Proxy};
-use support::{account, messages_body};
 use tower_llm_relay::mock::MockUpstream;
 
 fn config(keys: &[&str], accounts: &[(&str, &str)], base: &str) -> String {
@@ -24,13 +24,7 @@ fn config(keys: &[&str], accounts: &[(&str, &str)], base: &str) -> String {
 }
 
 fn post(proxy: &Proxy, key: &str, stream: bool) -> Request<Full<Bytes>> {
-    Request::post(proxy.url("/v1/messages"))
-        .header("x-api-key", format!("sk-relay-{key}"))
-        .body(Full::new(Bytes::from(messages_body(
-            "claude-sonnet-4-5",
-            stream,
-        ))))
-        .unwrap()
+    proxy.messages(&format!("sk-relay-{key}"), stream)
 }
 
 fn hang_up(proxy: &Proxy) {

@@ -10,8 +10,8 @@ use std::process::Command;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use support::account;
 use support::proxy_process::{ConfigFile, Proxy};
-use support::{account, messages_body};
 use tower_llm_relay::mock::{Fault, FaultPlan, MockUpstream};
 
 const ADMIN_KEY: &str = "sk-relay-admin-page";
@@ -117,16 +117,7 @@ async fn the_status_page_renders_every_account_and_key_in_chromium() {
     ));
     let proxy = Proxy::start(config.path(), &[]);
     for _ in 0..3 {
-        let answer = support::send(
-            Request::post(proxy.url("/v1/messages"))
-                .header("x-api-key", "sk-relay-page-alice")
-                .body(Full::new(Bytes::from(messages_body(
-                    "claude-sonnet-4-5",
-                    false,
-                ))))
-                .unwrap(),
-        )
-        .await;
+        let answer = support::send(proxy.messages("sk-relay-page-alice", false)).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
 

@@ -1,6 +1,10 @@
 //! The built `examples/proxy` binary, run as an operator would.
 
 use std::io::{BufRead, BufReader};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
@@ -88,6 +92,18 @@ impl Proxy {
             addr,
             stderr,
         }
+    }
+
+    /// A `POST /v1/messages` for `claude-sonnet-4-5` with client key `key`.
+    #[allow(dead_code)] // Not every test binary posts messages.
+    pub fn messages(&self, key: &str, stream: bool) -> Request<Full<Bytes>> {
+        Request::post(self.url("/v1/messages"))
+            .header("x-api-key", key)
+            .body(Full::new(Bytes::from(super::messages_body(
+                "claude-sonnet-4-5",
+                stream,
+            ))))
+            .expect("a valid request")
     }
 
     /// The proxy's URL for `path`.
