@@ -146,8 +146,12 @@ impl Replica {
     }
 }
 
+/// A replica's store. The timeout is generous: these tests share two
+/// cores, and a slow answer would fall back to replica memory, which is
+/// what the failure tests check, not these.
 fn store(redis: &RedisServer) -> RedisStore {
     RedisStore::builder(redis.url())
+        .timeout(Duration::from_secs(2))
         .lease_ttl(Duration::from_secs(2))
         .build()
         .expect("redis url")
@@ -383,8 +387,9 @@ async fn the_concurrency_limit_holds_across_two_replicas() {
     let redis = RedisServer::start();
     let mock = slow_upstream().await;
     let extra = accounts(&["solo"], 2);
-    let a = Arc::new(Replica::start(&mock, &extra, &store(&redis)).await);
-    let b = Arc::new(Replica::start(&mock, &extra, &store(&redis)).await);
+    let (store_a, store_b) = (store(&redis), store(&redis));
+    let a = Arc::new(Replica::start(&mock, &extra, &store_a).await);
+    let b = Arc::new(Replica::start(&mock, &extra, &store_b).await);
     let mut tasks = Vec::new();
     for i in 0..16 {
         let replica = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -399,6 +404,7 @@ async fn the_concurrency_limit_holds_across_two_replicas() {
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert!(answer.text().contains("message_stop"));
     }
+    assert_eq!(store_a.fallbacks() + store_b.fallbacks(), 0, "all in redis");
     let peak = mock.peak_in_flight("sk-ant-solo");
     assert!(peak <= 2, "{peak} in flight across replicas, limit 2");
     assert_eq!(peak, 2, "both slots were used");
@@ -570,7 +576,10 @@ fn a_crashed_replicas_leases_expire_and_a_live_ones_are_renewed() {
 async fn fail_open_keeps_serving_through_a_redis_restart_and_converges() {
     let mut redis = RedisServer::start();
     let mock = MockUpstream::start().await.unwrap();
-    let shared = store(&redis);
+    let shared = RedisStore::builder(redis.url())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let replica = Replica::start(&mock, &accounts(&["r1", "r2"], 4), &shared).await;
     let body = messages_body("claude-sonnet-4-5", false);
     assert_eq!(replica.call("/v1/messages", &body).await.status, 200);
@@ -584,6 +593,7 @@ async fn fail_open_keeps_serving_through_a_redis_restart_and_converges() {
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert!(shared.is_degraded());
+    assert!(shared.fallbacks() > 0, "counted");
     println!("slowest request while redis was down: {slowest:?}");
     // One request may pay the 200 ms timeout (a refused connection is
     // faster); none waits longer.

@@ -177,6 +177,7 @@ impl RedisStoreBuilder {
                 signals: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
                 down: AtomicBool::new(false),
+                fallbacks: AtomicU64::new(0),
                 scripts: Scripts::new(),
             }),
         })
@@ -286,6 +287,7 @@ struct Inner {
     signals: Mutex<HashMap<AccountId, Arc<Notify>>>,
     down_until: Mutex<Option<Instant>>,
     down: AtomicBool,
+    fallbacks: AtomicU64,
     scripts: Scripts,
 }
 
@@ -355,6 +357,12 @@ impl RedisStore {
     /// Whether the last Redis call failed (Redis is treated as down).
     pub fn is_degraded(&self) -> bool {
         self.inner.down.load(Ordering::Relaxed)
+    }
+
+    /// How many operations this store served from replica memory because
+    /// Redis failed (also counted in `relay_state_fallback_total`).
+    pub fn fallbacks(&self) -> u64 {
+        self.inner.fallbacks.load(Ordering::Relaxed)
     }
 
     /// The lease TTL of slots and queue places.
@@ -442,6 +450,7 @@ impl Inner {
         }
         match self.on_error {
             OnRedisError::FailOpen => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("relay_state_fallback_total", "op" => op).increment(1);
                 tracing::debug!(op, error = %failure, "state from replica memory");
                 Ok(())
@@ -613,8 +622,12 @@ async fn renew(store: Weak<Inner>) {
         Some(inner) => inner.lease_ttl / 3,
         None => return,
     };
+    // Off the request path: a renewal may take as long as its period.
+    let patience = period.max(Duration::from_millis(10));
+    let mut wait = period;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(wait).await;
+        wait = period;
         let Some(inner) = store.upgrade() else { return };
         let held: Vec<(String, Vec<String>)> = lock(&inner.held)
             .iter()
@@ -630,8 +643,17 @@ async fn renew(store: Weak<Inner>) {
         for (key, tokens) in held {
             let mut call = inner.scripts.renew.key(&key);
             call.arg(ttl).arg(&tokens);
-            if let Err(e) = inner.timed(call.invoke_async::<i64>(&mut conn)).await {
-                tracing::debug!(error = %e, "lease renewal failed");
+            match tokio::time::timeout(patience, call.invoke_async::<i64>(&mut conn)).await {
+                Ok(Ok(_)) => {}
+                failed => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::debug!(%error, "lease renewal failed; trying again soon");
+                    // Several tries fit in one TTL before a lease lapses.
+                    wait = period / 4;
+                }
             }
         }
     }
