@@ -753,3 +753,48 @@ async fn selection_round_trip_latency_redis_against_memory() {
         );
     }
 }
+
+// === a real proxy process, killed ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
+    use support::proxy_process::{ConfigFile, Proxy};
+    let redis = RedisServer::start();
+    let mock = MockUpstream::builder()
+        .stream_deltas(500)
+        .event_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nlease_ttl_secs = 1\n\n[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"test\"\n{}concurrency = 3\n",
+        redis.url(),
+        account("held", "anthropic", "api_key", "sk-ant-held", &mock.base_url()),
+    );
+    let config = ConfigFile::new(&toml);
+    let mut proxy = Proxy::start(config.path(), &[]);
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let req = http::Request::post(proxy.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(session_body(&format!("{i:032x}"), true))))
+            .unwrap();
+        let response = support::open(req).await;
+        assert_eq!(response.status(), 200);
+        streams.push(response);
+    }
+    let observer = store(&redis);
+    let id = AccountId::from("held");
+    assert_eq!(in_flight(&observer, &id).await, 3, "the proxy holds 3 slots");
+    proxy.child.kill().expect("SIGKILL");
+    let _ = proxy.child.wait();
+    let killed = Instant::now();
+    drop(streams);
+    let freed = eventually(Duration::from_secs(2), || async {
+        in_flight(&observer, &id).await == 0
+    })
+    .await;
+    println!("slots of the killed proxy freed after {:?}", killed.elapsed());
+    assert!(freed, "slots back within the lease TTL (1 s) + 1 s");
+}
