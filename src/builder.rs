@@ -123,7 +123,8 @@ impl RelayBuilder {
     /// Where refreshed OAuth tokens are reported (default: a log line).
     pub fn credential_sink(mut self, sink: Arc<dyn CredentialSink>) -> Self {
         self.refresher = Arc::new(
-            Refresher::new(sink, std::time::Duration::from_secs(300)).with_store(self.store.clone()),
+            Refresher::new(sink, std::time::Duration::from_secs(300))
+                .with_store(self.store.clone()),
         );
         self
     }

@@ -180,7 +180,13 @@ async fn slow_upstream() -> MockUpstream {
 fn accounts(ids: &[&str], concurrency: u32) -> String {
     let mut toml = String::new();
     for id in ids {
-        toml += &account(id, "anthropic", "api_key", &format!("sk-ant-{id}"), "{base}");
+        toml += &account(
+            id,
+            "anthropic",
+            "api_key",
+            &format!("sk-ant-{id}"),
+            "{base}",
+        );
         toml += &format!("concurrency = {concurrency}\n");
     }
     toml
@@ -275,10 +281,20 @@ async fn conformance(store: Arc<dyn StateStore>) {
     tokio::time::timeout(Duration::from_secs(1), signal)
         .await
         .expect("the release wakes the signal");
-    assert!(eventually(Duration::from_secs(1), || async { in_flight(s, &a).await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            in_flight(s, &a).await == 1
+        })
+        .await
+    );
     let three = s.try_acquire(&a, limits).await.unwrap().expect("freed");
     drop((two, three));
-    assert!(eventually(Duration::from_secs(1), || async { in_flight(s, &a).await == 0 }).await);
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            in_flight(s, &a).await == 0
+        })
+        .await
+    );
 
     // RPM: the window counts every start, released or not.
     let rpm = SlotLimits {
@@ -306,9 +322,14 @@ async fn conformance(store: Arc<dyn StateStore>) {
     drop(t2);
 
     // Cooldowns: the longest is kept, per model too, and cleared at once.
-    s.set_cooldown(&a, None, Duration::from_secs(30), CooldownReason::RateLimited)
-        .await
-        .unwrap();
+    s.set_cooldown(
+        &a,
+        None,
+        Duration::from_secs(30),
+        CooldownReason::RateLimited,
+    )
+    .await
+    .unwrap();
     s.set_cooldown(&a, None, Duration::from_secs(5), CooldownReason::Overloaded)
         .await
         .unwrap();
@@ -337,9 +358,14 @@ async fn conformance(store: Arc<dyn StateStore>) {
     let loads = s.loads(&[&a, &b], Some("claude-opus-4-1")).await.unwrap();
     assert!(loads.iter().all(|l| l.cooldown.is_none()), "{loads:?}");
     // A short cooldown ends by itself.
-    s.set_cooldown(&c, None, Duration::from_millis(50), CooldownReason::UpstreamError)
-        .await
-        .unwrap();
+    s.set_cooldown(
+        &c,
+        None,
+        Duration::from_millis(50),
+        CooldownReason::UpstreamError,
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(s.loads(&[&c], None).await.unwrap()[0].cooldown.is_none());
 
@@ -458,17 +484,25 @@ async fn a_cooldown_set_by_one_replica_is_seen_by_the_other() {
     );
     let a = Replica::start(&mock, &extra, &store(&redis)).await;
     let b = Replica::start(&mock, &extra, &store(&redis)).await;
-    let first = a.call("/v1/messages", &messages_body("claude-sonnet-4-5", false)).await;
+    let first = a
+        .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+        .await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(served_by(&first), "spare");
     for _ in 0..3 {
-        let answer = b.call("/v1/messages", &messages_body("claude-sonnet-4-5", false)).await;
+        let answer = b
+            .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+            .await;
         assert_eq!(served_by(&answer), "spare");
     }
     let to_hot = mock
         .received()
         .iter()
-        .filter(|r| r.headers.get("x-api-key").is_some_and(|k| k == "sk-ant-hot"))
+        .filter(|r| {
+            r.headers
+                .get("x-api-key")
+                .is_some_and(|k| k == "sk-ant-hot")
+        })
         .count();
     assert_eq!(to_hot, 1, "replica B never tried the account A cooled down");
 }
@@ -645,7 +679,11 @@ async fn fail_open_keeps_serving_through_a_redis_restart_and_converges() {
     .await;
     assert!(back, "reconnected after the restart");
     // The state is Redis's again: a slot taken here is seen by another replica.
-    let slot = shared.try_acquire(&id, limits).await.unwrap().expect("room");
+    let slot = shared
+        .try_acquire(&id, limits)
+        .await
+        .unwrap()
+        .expect("room");
     let other = store(&redis);
     assert_eq!(in_flight(&other, &id).await, 1);
     drop(slot);
@@ -663,8 +701,7 @@ async fn fail_closed_answers_503_in_format_within_the_timeout() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let extra = accounts(&["c1"], 4)
-        + &account("oa", "openai", "api_key", "sk-openai", "{base}");
+    let extra = accounts(&["c1"], 4) + &account("oa", "openai", "api_key", "sk-openai", "{base}");
     let replica = Replica::start(&mock, &extra, &closed).await;
     let body = messages_body("claude-sonnet-4-5", false);
     assert_eq!(replica.call("/v1/messages", &body).await.status, 200);
@@ -756,7 +793,9 @@ async fn two_replicas_refreshing_one_account_spend_its_refresh_token_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn selection_round_trip_latency_redis_against_memory() {
     let redis = RedisServer::start();
-    let ids: Vec<AccountId> = (0..8).map(|i| AccountId::from(format!("lat-{i}"))).collect();
+    let ids: Vec<AccountId> = (0..8)
+        .map(|i| AccountId::from(format!("lat-{i}")))
+        .collect();
     let refs: Vec<&AccountId> = ids.iter().collect();
     let limits = SlotLimits {
         concurrency: 4,
@@ -774,7 +813,10 @@ async fn selection_round_trip_latency_redis_against_memory() {
                 .enumerate()
                 .min_by_key(|(_, l)| l.in_flight)
                 .map_or(0, |(j, _)| j);
-            let slot = s.try_acquire(refs[(best + i) % refs.len()], limits).await.unwrap();
+            let slot = s
+                .try_acquire(refs[(best + i) % refs.len()], limits)
+                .await
+                .unwrap();
             drop(slot);
             times.push(started.elapsed());
         }
@@ -811,7 +853,10 @@ async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
         let req = http::Request::post(proxy.url("/v1/messages"))
             .header("x-api-key", CLIENT_KEY)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(session_body(&format!("{i:032x}"), true))))
+            .body(Full::new(Bytes::from(session_body(
+                &format!("{i:032x}"),
+                true,
+            ))))
             .unwrap();
         let response = support::open(req).await;
         assert_eq!(response.status(), 200);
@@ -819,7 +864,11 @@ async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
     }
     let observer = store(&redis);
     let id = AccountId::from("held");
-    assert_eq!(in_flight(&observer, &id).await, 3, "the proxy holds 3 slots");
+    assert_eq!(
+        in_flight(&observer, &id).await,
+        3,
+        "the proxy holds 3 slots"
+    );
     proxy.child.kill().expect("SIGKILL");
     let _ = proxy.child.wait();
     let killed = Instant::now();
@@ -828,7 +877,10 @@ async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
         in_flight(&observer, &id).await == 0
     })
     .await;
-    println!("slots of the killed proxy freed after {:?}", killed.elapsed());
+    println!(
+        "slots of the killed proxy freed after {:?}",
+        killed.elapsed()
+    );
     assert!(freed, "slots back within the lease TTL (1 s) + 1 s");
 }
 

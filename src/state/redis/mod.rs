@@ -677,7 +677,10 @@ impl StateStore for RedisStore {
                         .arg("PX")
                         .arg(millis(ttl))
                         .to_owned();
-                    match inner.timed(call.query_async::<Option<String>>(&mut conn)).await {
+                    match inner
+                        .timed(call.query_async::<Option<String>>(&mut conn))
+                        .await
+                    {
                         Ok(found) => return Ok(found.map(AccountId::from)),
                         Err(failure) => failure,
                     }
@@ -714,7 +717,10 @@ impl StateStore for RedisStore {
                 None => Failure::Down,
             };
             inner.failed("sticky_set", failure)?;
-            inner.fallback.sticky_set(group, session, account, ttl).await
+            inner
+                .fallback
+                .sticky_set(group, session, account, ttl)
+                .await
         })
     }
 
@@ -746,7 +752,10 @@ impl StateStore for RedisStore {
                     let call = redis::cmd("GET")
                         .arg(inner.keys.response(response_id))
                         .to_owned();
-                    match inner.timed(call.query_async::<Option<String>>(&mut conn)).await {
+                    match inner
+                        .timed(call.query_async::<Option<String>>(&mut conn))
+                        .await
+                    {
                         Ok(found) => return Ok(found.map(AccountId::from)),
                         Err(failure) => failure,
                     }
@@ -803,18 +812,16 @@ impl StateStore for RedisStore {
                         Ok(rows) => {
                             return Ok(rows
                                 .into_iter()
-                                .map(|(in_flight, waiting, rpm_used, left, reason)| {
-                                    AccountLoad {
-                                        in_flight,
-                                        waiting,
-                                        rpm_used,
-                                        cooldown: (left > 0).then(|| {
-                                            (
-                                                Duration::from_millis(left.unsigned_abs()),
-                                                reason_from(&reason),
-                                            )
-                                        }),
-                                    }
+                                .map(|(in_flight, waiting, rpm_used, left, reason)| AccountLoad {
+                                    in_flight,
+                                    waiting,
+                                    rpm_used,
+                                    cooldown: (left > 0).then(|| {
+                                        (
+                                            Duration::from_millis(left.unsigned_abs()),
+                                            reason_from(&reason),
+                                        )
+                                    }),
                                 })
                                 .collect())
                         }
@@ -1072,7 +1079,10 @@ impl StateStore for RedisStore {
                         .arg("PX")
                         .arg(millis(ttl))
                         .to_owned();
-                    match inner.timed(call.query_async::<Option<String>>(&mut conn)).await {
+                    match inner
+                        .timed(call.query_async::<Option<String>>(&mut conn))
+                        .await
+                    {
                         Ok(Some(_)) => {
                             let store = inner.clone();
                             return Ok(Some(RefreshLock::new(move || {

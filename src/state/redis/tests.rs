@@ -6,7 +6,10 @@ fn an_accounts_keys_share_one_hash_tag() {
         prefix: "relay:".to_owned(),
     };
     let id = AccountId::from("claude-max-1");
-    assert_eq!(keys.account(&id, "slots"), "{relay:acct:claude-max-1}:slots");
+    assert_eq!(
+        keys.account(&id, "slots"),
+        "{relay:acct:claude-max-1}:slots"
+    );
     assert_eq!(
         keys.account(&id, "cooldown"),
         "{relay:acct:claude-max-1}:cooldown"
