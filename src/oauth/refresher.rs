@@ -151,6 +151,22 @@ impl Refresher {
     /// per-account lock, so replicas sharing a store never spend the same
     /// refresh token twice: the replica that loses the lock waits for the
     /// winner's tokens and uses them.
+    ///
+    /// [`RelayBuilder::state`](crate::RelayBuilder::state) does this for
+    /// the relay's own refresher.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tower_llm_relay::oauth::{Refresher, TracingSink};
+    /// use tower_llm_relay::state::MemoryStore;
+    ///
+    /// let refresher = Refresher::new(Arc::new(TracingSink), Duration::from_secs(300))
+    ///     .with_store(Arc::new(MemoryStore::new()));
+    /// # let _ = refresher;
+    /// ```
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = Some(store);
         self

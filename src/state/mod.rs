@@ -206,6 +206,26 @@ impl fmt::Debug for WaitTicket {
 
 /// Holds an account's OAuth refresh lock; gives it back when dropped. A
 /// lock also ends by itself when its TTL runs out (a crashed holder).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_relay::state::{MemoryStore, StateStore};
+/// use tower_llm_relay::AccountId;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let account = AccountId::from("claude-max-1");
+/// let ttl = Duration::from_secs(30);
+/// let lock = store.refresh_lock(&account, ttl).await.unwrap();
+/// assert!(lock.is_some());
+/// // Held: nobody else refreshes now.
+/// assert!(store.refresh_lock(&account, ttl).await.unwrap().is_none());
+/// drop(lock);
+/// assert!(store.refresh_lock(&account, ttl).await.unwrap().is_some());
+/// # }
+/// ```
 pub struct RefreshLock {
     unlock: Option<Box<dyn FnOnce() + Send + Sync>>,
 }

@@ -30,6 +30,8 @@
 //!   (`*` for the whole account, `m:<model>` per model; the longest wins).
 //! - **OAuth tokens** are a hash per account; the refresh lock is
 //!   `SET NX PX` with a random holder token, released by compare-and-delete.
+//!   The tokens are stored as they are: a Redis that holds them needs the
+//!   same protection as the config file (a password, a private network).
 //!
 //! # When Redis fails
 //!
@@ -186,7 +188,42 @@ impl RedisStoreBuilder {
 
 /// Shared state in Redis; see the module docs.
 ///
-/// Cheap to clone (clones share the connection and the leases).
+/// Cheap to clone (clones share the connection and the leases). Each store
+/// made by [`RedisStoreBuilder::build`] is one replica: its own leases,
+/// subscription and fallback memory.
+///
+/// # Examples
+///
+/// Building does not connect (the first call does), so a bad URL is the
+/// only error, and it never echoes the URL's password:
+///
+/// ```
+/// use tower_llm_relay::state::RedisStore;
+///
+/// let store = RedisStore::builder("redis://:hunter2@10.0.0.5:6379/0")
+///     .prefix("team-a:")
+///     .build()
+///     .unwrap();
+/// assert!(!format!("{store:?}").contains("hunter2"));
+/// assert!(RedisStore::builder("http://example.com").build().is_err());
+/// ```
+///
+/// Two replicas sharing one Redis see each other's slots:
+///
+/// ```no_run
+/// use tower_llm_relay::state::{RedisStore, SlotLimits, StateStore};
+/// use tower_llm_relay::AccountId;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let a = RedisStore::builder("redis://127.0.0.1:6379/0").build().unwrap();
+/// let b = RedisStore::builder("redis://127.0.0.1:6379/0").build().unwrap();
+/// let account = AccountId::from("claude-max-1");
+/// let limits = SlotLimits { concurrency: 1, rpm: None };
+/// let slot = a.try_acquire(&account, limits).await.unwrap();
+/// assert!(slot.is_some());
+/// assert!(b.try_acquire(&account, limits).await.unwrap().is_none());
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -602,7 +639,18 @@ async fn subscribe(store: Weak<Inner>) {
             None => return,
         }
         let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
+        loop {
+            // Wakes now and then to notice a dropped store on a quiet channel.
+            let message = tokio::select! {
+                message = messages.next() => message,
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if store.strong_count() == 0 {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(message) = message else { break };
             let Some(inner) = store.upgrade() else { return };
             let from: String = message.get_payload().unwrap_or_default();
             if from == replica {
