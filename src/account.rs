@@ -58,6 +58,38 @@ impl std::hash::Hash for AccountId {
     }
 }
 
+/// A hasher for maps keyed by [`AccountId`]: it passes the id's hash,
+/// computed once when the id was made, straight through, so a lookup does
+/// not hash again. Other keys fall back to FNV-1a over their bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AccountIdHasher(u64);
+
+impl Default for AccountIdHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for AccountIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds [`AccountIdHasher`]s.
+pub(crate) type AccountIdHash = std::hash::BuildHasherDefault<AccountIdHasher>;
+
 impl PartialOrd for AccountId {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))

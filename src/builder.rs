@@ -129,6 +129,19 @@ impl RelayBuilder {
         self
     }
 
+    /// Refreshes OAuth tokens with `refresher`, e.g. the one of a relay
+    /// this one replaces, so tokens it refreshed carry over.
+    pub fn with_refresher(mut self, refresher: Arc<Refresher>) -> Self {
+        self.refresher = refresher;
+        self
+    }
+
+    /// Adds usage to `totals`, e.g. those of a relay this one replaces.
+    pub fn with_usage_totals(mut self, totals: UsageTotals) -> Self {
+        self.usage_totals = totals;
+        self
+    }
+
     /// The scheduling settings.
     pub fn scheduling(mut self, config: SchedulingConfig) -> Self {
         self.scheduling = config;

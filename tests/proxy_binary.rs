@@ -4,105 +4,19 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use support::proxy_process::{binary as proxy_binary, ConfigFile, Proxy};
 use support::{account, messages_body};
-
-/// The proxy example, built by `cargo test` next to the test binaries.
-fn proxy_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    dir.join("examples")
-        .join(format!("proxy{}", std::env::consts::EXE_SUFFIX))
-}
-
-struct Running {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::TempPath::new(text)
-}
-
-/// A tiny self-cleaning temp file, to keep test dependencies few.
-mod tempfile_path {
-    use std::path::{Path, PathBuf};
-
-    pub struct TempPath(PathBuf);
-
-    impl TempPath {
-        pub fn new(text: &str) -> Self {
-            let n: u64 = rand_u64();
-            let path =
-                std::env::temp_dir().join(format!("relay-test-{}-{n}.toml", std::process::id()));
-            std::fs::write(&path, text).expect("write temp config");
-            Self(path)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-
-    fn rand_u64() -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0);
-        h.finish()
-    }
-}
-
-/// Starts the proxy on `config`, listening on a free port, with `env`.
-fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(proxy_binary())
-        .arg("--config")
-        .arg(config)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the proxy example was built by cargo test");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("a first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_owned();
-    Running { child, addr }
-}
 
 #[tokio::test]
 async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
     let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
-    let config = write_config(&format!(
+    let config = ConfigFile::new(&format!(
         "listen = \"127.0.0.1:1\"\n[[keys]]\nkey_env = \"RELAY_TEST_KEY\"\nname = \"ops\"\n{}",
         account(
             "claude-1",
@@ -112,7 +26,7 @@ async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
             &mock.base_url()
         )
     ));
-    let mut running = start(config.path(), &[("RELAY_TEST_KEY", "sk-relay-from-env")]);
+    let mut running = Proxy::start(config.path(), &[("RELAY_TEST_KEY", "sk-relay-from-env")]);
 
     let health = support::send(
         Request::get(format!("http://{}/healthz", running.addr))
@@ -151,31 +65,17 @@ async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn the_proxy_logs_one_usage_line_per_request() {
     let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
-    let config = write_config(&format!(
+    let config = ConfigFile::new(&format!(
         "[[keys]]\nkey = \"sk-relay-log\"\nname = \"ops\"\n{}",
         account("claude-1", "anthropic", "api_key", "k1", &mock.base_url())
     ));
-    let mut child = Command::new(proxy_binary())
-        .arg("--config")
-        .arg(config.path())
-        .args(["--listen", "127.0.0.1:0", "--log-json"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the proxy example was built by cargo test");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("a first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
-    let running = Running { child, addr };
+    let mut running = Proxy::start_with(
+        config.path(),
+        &[("RUST_LOG", "info")],
+        &["--log-json"],
+        true,
+    );
+    let stderr = running.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -197,7 +97,6 @@ async fn the_proxy_logs_one_usage_line_per_request() {
     let usage_line = rx
         .iter()
         .take(200)
-        .map_while(|l| Some(l).filter(|_| true))
         .find(|l| l.contains("tower_llm_relay::usage"))
         .expect("a usage log line");
     let logged: serde_json::Value = serde_json::from_str(&usage_line).expect("a JSON log line");
@@ -215,7 +114,7 @@ async fn the_proxy_logs_one_usage_line_per_request() {
 
 #[test]
 fn a_bad_config_stops_the_proxy_before_it_listens_naming_the_field() {
-    let config = write_config("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\nbase_url = \"http://x\"\n");
+    let config = ConfigFile::new("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\nbase_url = \"http://x\"\n");
     let output = Command::new(proxy_binary())
         .arg("--config")
         .arg(config.path())
@@ -257,7 +156,11 @@ async fn the_demo_answers_its_own_curl_line() {
         .expect("listening line")
         .to_owned();
     let printed: Vec<String> = lines.by_ref().take(3).map_while(Result::ok).collect();
-    let mut running = Running { child, addr };
+    let mut running = Proxy {
+        child,
+        addr,
+        stderr: None,
+    };
     let key_line = printed
         .iter()
         .find(|l| l.contains("client key"))
@@ -289,4 +192,54 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<std::proces
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+#[test]
+fn check_prints_the_effective_config_without_a_credential() {
+    let config = ConfigFile::new(
+        "admin_key = \"sk-relay-admin-check\"\n\
+         [[keys]]\nkey = \"sk-relay-check-alice\"\nname = \"alice\"\n\
+         [[accounts]]\nid = \"claude-1\"\nplatform = \"anthropic\"\ntype = \"oauth\"\n\
+         access_token = \"sk-ant-oat-check\"\nrefresh_token = \"sk-ant-ort-check\"\n\
+         proxy = \"http://egress-user:egress-pw@127.0.0.1:3128\"\n",
+    );
+    let output = Command::new(proxy_binary())
+        .arg("--check")
+        .arg("--config")
+        .arg(config.path())
+        .output()
+        .expect("run proxy --check");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for secret in [
+        "sk-relay-admin-check",
+        "sk-relay-check-alice",
+        "sk-ant-oat-check",
+        "sk-ant-ort-check",
+        "egress-pw",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    let effective: toml::Table = toml::from_str(&printed).expect("the output is TOML");
+    assert_eq!(
+        effective["scheduling"]["sticky_ttl_secs"].as_integer(),
+        Some(3600)
+    );
+    assert_eq!(effective["accounts"][0]["id"].as_str(), Some("claude-1"));
+    assert_eq!(
+        effective["accounts"][0]["refresh_token"].as_str(),
+        Some("<redacted>")
+    );
+    assert_eq!(effective["keys"][0]["name"].as_str(), Some("alice"));
+    assert!(!printed.contains("listening on"));
+
+    let bad = ConfigFile::new("[scheduling]\ntop_k = \"seven\"\n");
+    let output = Command::new(proxy_binary())
+        .arg("--check")
+        .arg("--config")
+        .arg(bad.path())
+        .output()
+        .expect("run proxy --check");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("top_k"));
 }

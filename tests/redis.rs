@@ -348,6 +348,11 @@ async fn conformance(store: Arc<dyn StateStore>) {
     .unwrap();
     let loads = s.loads(&[&a, &b], Some("claude-sonnet-4-5")).await.unwrap();
     assert!(loads[0].cooldown.is_some() && loads[1].cooldown.is_none());
+    let listed = s.model_cooldowns(&b).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, "claude-opus-4-1");
+    assert_eq!(listed[0].2, CooldownReason::Overloaded);
+    assert!(listed[0].1 > Duration::from_secs(9) && listed[0].1 <= Duration::from_secs(10));
     let opus = s.loads(&[&b], Some("claude-opus-4-1")).await.unwrap();
     assert_eq!(
         opus[0].cooldown.map(|(_, r)| r),

@@ -2,6 +2,7 @@
 //! admin key configured, every `/admin` path is 404.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,22 +13,32 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tower_llm_relay::oauth::Refresher;
-use tower_llm_relay::select::Scheduler;
+use tower_llm_relay::select::{AccountStatus, Scheduler};
+use tower_llm_relay::usage::{Totals, UsageTotals};
+use tower_llm_relay::KeyId;
 use tower_llm_relay::{ApiFormat, RelayError};
+
+use crate::reload::LiveRelay;
+
+/// What the admin routes read: the live scheduler and refresher of the
+/// relay, its usage totals, and the configured client keys (names only).
+#[derive(Clone)]
+pub(crate) struct AdminView {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) refresher: Arc<Refresher>,
+    pub(crate) totals: UsageTotals,
+    /// Every configured key's name and group, by name.
+    pub(crate) keys: Arc<[(KeyId, String)]>,
+}
 
 #[derive(Clone)]
 struct Admin {
     key: Arc<SecretString>,
-    scheduler: Scheduler,
-    refresher: Arc<Refresher>,
+    live: LiveRelay,
 }
 
 /// The admin routes, or 404s for them when no key is configured.
-pub(crate) fn routes(
-    key: Option<SecretString>,
-    scheduler: Scheduler,
-    refresher: Arc<Refresher>,
-) -> Router {
+pub(crate) fn routes(key: Option<SecretString>, live: LiveRelay) -> Router {
     let Some(key) = key else {
         return Router::new()
             .route("/admin", any(not_found))
@@ -35,12 +46,13 @@ pub(crate) fn routes(
     };
     let state = Admin {
         key: Arc::new(key),
-        scheduler,
-        refresher,
+        live,
     };
     Router::new()
+        .route("/admin", get(status_page))
+        .route("/admin/", get(status_page))
         .route("/admin/accounts", get(accounts))
-        .route("/admin", any(not_found))
+        .route("/admin/keys", get(keys))
         .route("/admin/{*rest}", any(not_found))
         .with_state(state)
 }
@@ -95,18 +107,117 @@ async fn accounts(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if !authorized(&admin, &headers) {
         return unauthorized();
     }
-    let pool = admin.scheduler.pool().clone();
-    let statuses = admin.scheduler.status().await;
-    let accounts: Vec<serde_json::Value> = statuses
+    let accounts: Vec<serde_json::Value> = admin
+        .live
+        .current()
+        .view
+        .accounts()
+        .await
         .into_iter()
-        .zip(pool.accounts())
-        .map(|(status, account)| {
-            let mut value = serde_json::to_value(&status).unwrap_or_default();
-            if let Some(expires) = admin.refresher.expires_at(account) {
-                value["token_expires_at"] = serde_json::json!(expires);
-            }
+        .map(|row| {
+            let mut value = serde_json::to_value(&row.status).unwrap_or_default();
+            value["token_expires_at"] = serde_json::json!(row.token_expires_at);
+            value["usage"] = totals_json(&row.totals);
             value
         })
         .collect();
     Json(serde_json::json!({ "accounts": accounts })).into_response()
+}
+
+async fn keys(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !authorized(&admin, &headers) {
+        return unauthorized();
+    }
+    let keys: Vec<serde_json::Value> = admin
+        .live
+        .current()
+        .view
+        .keys()
+        .into_iter()
+        .map(|row| {
+            serde_json::json!({
+                "name": row.name.as_str(),
+                "group": row.group,
+                "usage": totals_json(&row.totals),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "keys": keys })).into_response()
+}
+
+async fn status_page(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !authorized(&admin, &headers) {
+        return unauthorized();
+    }
+    let live = admin.live.current();
+    let accounts = live.view.accounts().await;
+    let keys = live.view.keys();
+    let html = crate::status_page::render(&accounts, &keys, SystemTime::now());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn unix(time: Option<SystemTime>) -> Option<u64> {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+fn totals_json(totals: &Totals) -> serde_json::Value {
+    serde_json::json!({
+        "requests": totals.requests,
+        "incomplete": totals.incomplete,
+        "input_tokens": totals.usage.input_tokens,
+        "output_tokens": totals.usage.output_tokens,
+        "cache_creation_input_tokens": totals.usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": totals.usage.cache_read_input_tokens,
+        "last_used": unix(totals.last_seen),
+    })
+}
+
+/// One account as the admin routes show it.
+pub(crate) struct AccountRow {
+    pub(crate) status: AccountStatus,
+    pub(crate) token_expires_at: Option<u64>,
+    pub(crate) totals: Totals,
+}
+
+/// One client key as the admin routes show it.
+pub(crate) struct KeyRow {
+    pub(crate) name: KeyId,
+    pub(crate) group: String,
+    pub(crate) totals: Totals,
+}
+
+impl AdminView {
+    async fn accounts(&self) -> Vec<AccountRow> {
+        let pool = self.scheduler.pool().clone();
+        self.scheduler
+            .status()
+            .await
+            .into_iter()
+            .zip(pool.accounts())
+            .map(|(status, account)| AccountRow {
+                token_expires_at: self.refresher.expires_at(account),
+                totals: self.totals.account(account.id()),
+                status,
+            })
+            .collect()
+    }
+
+    fn keys(&self) -> Vec<KeyRow> {
+        self.keys
+            .iter()
+            .map(|(name, group)| KeyRow {
+                totals: self.totals.key(name),
+                name: name.clone(),
+                group: group.clone(),
+            })
+            .collect()
+    }
 }

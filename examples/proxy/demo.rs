@@ -9,6 +9,9 @@ use tower_llm_relay::mock::{Fault, FaultPlan, MockUpstream};
 /// The client key the demo accepts.
 pub(crate) const DEMO_KEY: &str = "sk-relay-demo";
 
+/// The demo's admin key (status page, `/admin/*`).
+pub(crate) const DEMO_ADMIN_KEY: &str = "sk-relay-demo-admin";
+
 /// The running mock; dropping it stops the mock.
 pub(crate) struct Demo {
     _mock: MockUpstream,
@@ -41,6 +44,7 @@ fn demo_config(base_url: &str) -> Result<Config, ConfigError> {
     let toml = format!(
         r#"
 listen = "127.0.0.1:8080"
+admin_key = "{DEMO_ADMIN_KEY}"
 
 [[keys]]
 key = "{DEMO_KEY}"
@@ -83,6 +87,9 @@ impl Demo {
     /// Tells the person at the terminal how to try it.
     pub(crate) fn print_instructions(&self, listen: SocketAddr) {
         println!("demo: mock upstream running; client key: {DEMO_KEY}");
+        println!(
+            "status page: http://admin:{DEMO_ADMIN_KEY}@{listen}/admin (any user name, the admin key as password)"
+        );
         println!("try:");
         println!(
             "  curl -s http://{listen}/v1/messages -H 'x-api-key: {DEMO_KEY}' -H 'content-type: application/json' \\\n    -d '{{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":64,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'"

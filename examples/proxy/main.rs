@@ -5,12 +5,15 @@
 //! ```text
 //! cargo run --release --example proxy -- --config relay.toml [--listen ADDR]
 //! cargo run --release --example proxy -- --demo
+//! cargo run --release --example proxy -- --check --config relay.toml
 //! ```
 
 mod admin;
 mod demo;
 mod metrics;
+mod reload;
 mod server;
+mod status_page;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +43,10 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Check the config, print it as it takes effect (defaults filled in,
+    /// credentials redacted) and exit: 0 when valid, 2 when not.
+    #[arg(long, requires = "config")]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -69,7 +76,7 @@ async fn run(args: Args) -> ExitCode {
         }
     } else {
         // `clap` makes `--config` required without `--demo`.
-        let path = args.config.unwrap_or_default();
+        let path = args.config.clone().unwrap_or_default();
         match Config::load(&path) {
             Ok(config) => (config, None),
             Err(e) => {
@@ -80,6 +87,11 @@ async fn run(args: Args) -> ExitCode {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if args.check {
+        print!("{}", config.effective_toml());
+        println!("# the config is valid");
+        return ExitCode::SUCCESS;
     }
     let listener = match server::bind(&config) {
         Ok(listener) => listener,
@@ -93,7 +105,9 @@ async fn run(args: Args) -> ExitCode {
     if let Some(demo) = &demo {
         demo.print_instructions(local);
     }
-    match server::serve(listener, &config).await {
+    // `--demo` has no file to re-read.
+    let reload_from = args.config.filter(|_| demo.is_none());
+    match server::serve(listener, &config, reload_from).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -11,19 +11,20 @@ use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
-use tower_llm_relay::select::Scheduler;
 use tower_llm_relay::{ApiFormat, RelayError};
+
+use crate::reload::LiveRelay;
 
 #[derive(Clone)]
 struct Metrics {
     handle: PrometheusHandle,
     key: Option<Arc<SecretString>>,
-    scheduler: Scheduler,
+    live: LiveRelay,
 }
 
 /// Installs the process-wide Prometheus recorder and serves `/metrics`
 /// (behind `metrics_key` when one is set).
-pub(crate) fn routes(key: Option<SecretString>, scheduler: Scheduler) -> Router {
+pub(crate) fn routes(key: Option<SecretString>, live: LiveRelay) -> Router {
     let handle = match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => handle,
         Err(e) => {
@@ -34,7 +35,7 @@ pub(crate) fn routes(key: Option<SecretString>, scheduler: Scheduler) -> Router 
     let state = Metrics {
         handle,
         key: key.map(Arc::new),
-        scheduler,
+        live,
     };
     Router::new()
         .route("/metrics", get(render))
@@ -58,7 +59,7 @@ async fn render(State(metrics): State<Metrics>, headers: HeaderMap) -> Response 
                 .into_response();
         }
     }
-    for account in metrics.scheduler.status().await {
+    for account in metrics.live.current().view.scheduler.status().await {
         let id = account.id;
         metrics::gauge!("relay_account_in_flight", "account" => id.clone()).set(account.in_flight);
         metrics::gauge!("relay_account_waiting", "account" => id.clone()).set(account.waiting);

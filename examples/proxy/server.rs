@@ -2,6 +2,7 @@
 //! graceful shutdown.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tower_llm_relay::config::Config;
-use tower_llm_relay::usage::TracingSink;
+
+use crate::reload::LiveRelay;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_LIMIT: usize = 8192;
@@ -32,35 +34,32 @@ pub(crate) fn bind(config: &Config) -> io::Result<TcpListener> {
     socket.listen(config.listen_backlog)
 }
 
-/// The proxy's routes: health, then the relay for everything else.
-pub(crate) fn router(config: &Config) -> Router {
-    let builder = config.relay_builder();
-    let scheduler = builder.scheduler();
-    let refresher = builder.refresher().clone();
-    // One `tower_llm_relay::usage` log line per served request, with its
-    // tokens, first-token time and duration.
-    let relay = builder
-        .usage_sink(TracingSink::new())
-        .with_scheduler(scheduler.clone())
-        .build::<axum::body::Body>();
+/// The proxy's routes: health, admin and metrics, then the relay for
+/// everything else.
+pub(crate) fn router(config: &Config, live: &LiveRelay) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(crate::admin::routes(
-            config.admin_key.clone(),
-            scheduler.clone(),
-            refresher,
-        ))
+        .merge(crate::admin::routes(config.admin_key.clone(), live.clone()))
         .merge(crate::metrics::routes(
             config.metrics_key.clone(),
-            scheduler,
+            live.clone(),
         ))
-        .fallback_service(relay)
+        .fallback_service(live.clone())
 }
 
 /// Serves until SIGINT or SIGTERM, then lets in-flight requests finish
-/// within the grace period.
-pub(crate) async fn serve(listener: TcpListener, config: &Config) -> io::Result<()> {
-    let service = TowerToHyperService::new(router(config));
+/// within the grace period. With `reload_from`, `SIGHUP` re-reads that
+/// file and swaps in its accounts, keys and settings.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: &Config,
+    reload_from: Option<PathBuf>,
+) -> io::Result<()> {
+    let live = LiveRelay::new(config);
+    if let Some(path) = reload_from {
+        crate::reload::on_sighup(live.clone(), path);
+    }
+    let service = TowerToHyperService::new(router(config, &live));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

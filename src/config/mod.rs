@@ -31,7 +31,10 @@
 //! assert!(missing.to_string().contains("accounts[0].api_key_env"));
 //! ```
 
+mod effective;
 mod raw;
+
+pub use effective::REDACTED;
 
 use std::collections::HashSet;
 use std::fmt;

@@ -159,10 +159,8 @@ where
                     tracing::debug!(error = %error, "request refused");
                 }
                 {
-                    let response = error.into_response(*this.format);
-                    let status = response.status().as_u16().to_string();
-                    metrics::counter!("relay_errors_total", "status" => status).increment(1);
-                    Poll::Ready(Ok(response))
+                    // Counted by the trace layer with every other answer.
+                    Poll::Ready(Ok(error.into_response(*this.format)))
                 }
             }
         }

@@ -68,8 +68,10 @@ pub use body::SlotBody;
 pub use config::{SchedulingConfig, ScoreWeights, SelectionPolicy};
 pub use decision::{Decision, DecisionLayer, SchedulerMetrics};
 pub use pool::AccountPool;
-pub use scheduler::{Excluded, PinnedAccount, Scheduler, SelectRequest, Selection};
-pub use status::AccountStatus;
+pub use scheduler::{
+    Excluded, PinnedAccount, RecentError, Scheduler, SelectRequest, Selection, RECENT_ERRORS,
+};
+pub use status::{AccountStatus, ModelCooldown};
 
 use std::future::Future;
 use std::pin::Pin;

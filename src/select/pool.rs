@@ -1,7 +1,7 @@
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::account::{Account, AccountId};
+use crate::account::{Account, AccountId, AccountIdHash};
 use crate::endpoint::Endpoint;
 
 /// The upstream accounts, in the order they are tried: by priority (lower
@@ -25,10 +25,33 @@ use crate::endpoint::Endpoint;
 #[derive(Debug, Clone, Default)]
 pub struct AccountPool {
     accounts: Arc<[Arc<Account>]>,
+    // What selection compares, per account in pool order, side by side:
+    // a scan over 1,000 accounts then touches a few cache lines, not 1,000
+    // `Account`s.
+    hot: Arc<[AccountHot]>,
     // Group name → indexes into `accounts`, so a request scans only its
     // group's accounts.
     by_group: Arc<HashMap<Arc<str>, Vec<usize>>>,
+    by_id: Arc<HashMap<AccountId, usize, AccountIdHash>>,
+    // The candidates of each (endpoint, group, model) asked for so far: the
+    // pool never changes, so each answer is computed once.
+    cache: Arc<RwLock<CandidateCache>>,
 }
+
+/// The fields of an account that ranking reads for every candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AccountHot {
+    pub(crate) priority: i32,
+    pub(crate) concurrency: u32,
+    pub(crate) rpm: Option<u32>,
+}
+
+/// Endpoint → group (`None`: any) → model → candidate indexes.
+type CandidateCache = HashMap<(Endpoint, Option<Arc<str>>), HashMap<Box<str>, Arc<[usize]>>>;
+
+/// Past this many cached lists the cache starts over: model names come
+/// from clients, and a client must not grow it without bound.
+const MAX_CACHED_LISTS: usize = 4096;
 
 impl AccountPool {
     /// A pool of these accounts.
@@ -37,13 +60,66 @@ impl AccountPool {
         // A stable sort keeps the given order among equal priorities.
         accounts.sort_by_key(|a| a.priority());
         let mut by_group: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        let mut by_id = HashMap::with_capacity_and_hasher(accounts.len(), AccountIdHash::default());
         for (i, account) in accounts.iter().enumerate() {
             by_group.entry(account.group().into()).or_default().push(i);
+            by_id.entry(account.id().clone()).or_insert(i);
         }
+        let hot = accounts
+            .iter()
+            .map(|a| AccountHot {
+                priority: a.priority(),
+                concurrency: a.concurrency(),
+                rpm: a.rpm(),
+            })
+            .collect();
         Self {
             accounts: accounts.into(),
+            hot,
             by_group: Arc::new(by_group),
+            by_id: Arc::new(by_id),
+            cache: Arc::default(),
         }
+    }
+
+    /// The ranking fields of the account at `index`.
+    pub(crate) fn hot(&self, index: usize) -> AccountHot {
+        self.hot[index]
+    }
+
+    /// The indexes of the accounts that can serve `model` at `endpoint` for
+    /// a caller in `group`, in trial order; computed once per question.
+    pub(crate) fn candidate_indexes(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        group: Option<&str>,
+    ) -> Arc<[usize]> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        // Looked up without allocating: the outer maps are tiny, so a scan
+        // for the (endpoint, group) pair costs less than building its key.
+        let by_model = cache
+            .iter()
+            .find(|((e, g), _)| *e == endpoint && g.as_deref() == group)
+            .map(|(_, by_model)| by_model);
+        if let Some(found) = by_model.and_then(|m| m.get(model)) {
+            return found.clone();
+        }
+        drop(cache);
+        let found: Arc<[usize]> = self
+            .indexed_candidates(endpoint, model, group)
+            .map(|(i, _)| i)
+            .collect();
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        let cached: usize = cache.values().map(HashMap::len).sum();
+        if cached >= MAX_CACHED_LISTS {
+            cache.clear();
+        }
+        cache
+            .entry((endpoint, group.map(Arc::from)))
+            .or_default()
+            .insert(model.into(), found.clone());
+        found
     }
 
     /// Every account, in trial order.
@@ -53,7 +129,7 @@ impl AccountPool {
 
     /// The account with this id.
     pub fn get(&self, id: &AccountId) -> Option<&Arc<Account>> {
-        self.accounts.iter().find(|a| a.id() == id)
+        self.by_id.get(id).map(|&i| &self.accounts[i])
     }
 
     /// Accounts that can serve `model` at `endpoint` for a caller in

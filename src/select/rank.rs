@@ -1,7 +1,6 @@
 //! The policies' orderings, as pure functions of a candidate snapshot, so
 //! each is tested alone and deterministic given its seed.
 
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -12,26 +11,36 @@ use crate::state::AccountLoad;
 use crate::stats::AccountStats;
 
 use super::config::ScoreWeights;
+use super::pool::AccountHot;
 
 /// One candidate account with what the scheduler knows of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate<'a> {
     pub(crate) account: &'a Arc<Account>,
+    // The account's ranking fields, copied in: ranking reads them for
+    // every candidate, and the `Account`s are scattered on the heap.
+    pub(crate) hot: AccountHot,
     pub(crate) load: AccountLoad,
     pub(crate) stats: AccountStats,
     load_rate: u32,
 }
 
 impl<'a> Candidate<'a> {
-    pub(crate) fn new(account: &'a Arc<Account>, load: AccountLoad, stats: AccountStats) -> Self {
+    pub(crate) fn new(
+        account: &'a Arc<Account>,
+        hot: AccountHot,
+        load: AccountLoad,
+        stats: AccountStats,
+    ) -> Self {
         // Computed once: a division per comparison adds up over 1,000
         // accounts. Idle accounts, the common case, need none.
         let load_rate = match load.in_flight {
             0 => 0,
-            n => n.saturating_mul(100) / account.concurrency().max(1),
+            n => n.saturating_mul(100) / hot.concurrency.max(1),
         };
         Self {
             account,
+            hot,
             load,
             stats,
             load_rate,
@@ -46,11 +55,8 @@ impl<'a> Candidate<'a> {
     /// Whether it may take a request now (slots and RPM; not cooling).
     pub(crate) fn has_room(&self) -> bool {
         self.load.cooldown.is_none()
-            && self.load.in_flight < self.account.concurrency()
-            && self
-                .account
-                .rpm()
-                .is_none_or(|rpm| self.load.rpm_used < rpm)
+            && self.load.in_flight < self.hot.concurrency
+            && self.hot.rpm.is_none_or(|rpm| self.load.rpm_used < rpm)
     }
 }
 
@@ -72,7 +78,7 @@ pub(crate) fn load_aware_order(candidates: &[Candidate<'_>]) -> Vec<usize> {
     let mut keys: Vec<(i32, u32, u64, usize)> = candidates
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.account.priority(), c.load_rate(), c.stats.last_used, i))
+        .map(|(i, c)| (c.hot.priority, c.load_rate(), c.stats.last_used, i))
         .collect();
     keys.sort_unstable();
     keys.into_iter().map(|(.., i)| i).collect()
@@ -81,12 +87,24 @@ pub(crate) fn load_aware_order(candidates: &[Candidate<'_>]) -> Vec<usize> {
 /// The first candidate with room in load-aware order, found in one pass;
 /// the full order is needed only when taking its slot fails.
 pub(crate) fn load_aware_first(candidates: &[Candidate<'_>]) -> Option<usize> {
-    candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.has_room())
-        .min_by_key(|(i, c)| (c.account.priority(), c.load_rate(), c.stats.last_used, *i))
-        .map(|(i, _)| i)
+    // Priority and load rate packed into one integer (the priority offset
+    // to sort as unsigned): one comparison per candidate, not a tuple's
+    // four. A strict `<` keeps the first of equals, the pool's order.
+    let mut best = (u64::MAX, u64::MAX);
+    let mut best_index = None;
+    for (i, c) in candidates.iter().enumerate() {
+        if !c.has_room() {
+            continue;
+        }
+        let rank = (u64::from(c.hot.priority.wrapping_sub(i32::MIN) as u32) << 32)
+            | u64::from(c.load_rate());
+        let key = (rank, c.stats.last_used);
+        if key < best || best_index.is_none() {
+            best = key;
+            best_index = Some(i);
+        }
+    }
+    best_index
 }
 
 /// What scored selection decided.
@@ -110,12 +128,12 @@ pub(crate) fn scores(candidates: &[Candidate<'_>], weights: &ScoreWeights) -> Ve
     let Some(first) = candidates.first() else {
         return Vec::new();
     };
-    let (mut min_p, mut max_p) = (first.account.priority(), first.account.priority());
+    let (mut min_p, mut max_p) = (first.hot.priority, first.hot.priority);
     let mut max_waiting = 1u32;
     let (mut min_ttft, mut max_ttft) = (f64::INFINITY, f64::NEG_INFINITY);
     for c in candidates {
-        min_p = min_p.min(c.account.priority());
-        max_p = max_p.max(c.account.priority());
+        min_p = min_p.min(c.hot.priority);
+        max_p = max_p.max(c.hot.priority);
         max_waiting = max_waiting.max(c.load.waiting);
         if let Some(t) = c.stats.ttft_ms.filter(|t| *t > 0.0) {
             min_ttft = min_ttft.min(t);
@@ -126,7 +144,7 @@ pub(crate) fn scores(candidates: &[Candidate<'_>], weights: &ScoreWeights) -> Ve
         .iter()
         .map(|c| {
             let priority = if max_p > min_p {
-                1.0 - f64::from(c.account.priority() - min_p) / f64::from(max_p - min_p)
+                1.0 - f64::from(c.hot.priority - min_p) / f64::from(max_p - min_p)
             } else {
                 1.0
             };
@@ -149,16 +167,16 @@ pub(crate) fn scores(candidates: &[Candidate<'_>], weights: &ScoreWeights) -> Ve
         .collect()
 }
 
-/// Whether candidate `a` ranks before `b`: score, then priority, load,
-/// queue, and id for a total order.
-fn better(candidates: &[Candidate<'_>], scores: &[f64], a: usize, b: usize) -> Ordering {
-    let (ca, cb) = (&candidates[a], &candidates[b]);
-    scores[b]
-        .total_cmp(&scores[a])
-        .then(ca.account.priority().cmp(&cb.account.priority()))
-        .then(ca.load_rate().cmp(&cb.load_rate()))
-        .then(ca.load.waiting.cmp(&cb.load.waiting))
-        .then_with(|| ca.account.id().cmp(cb.account.id()))
+/// The sort key of candidate `i`: score (higher first), then priority,
+/// load, queue, and pool order for a total order. Plain integers, so the
+/// partial selection over 1,000 candidates compares without following a
+/// pointer or comparing strings.
+fn rank_key(c: &Candidate<'_>, score: f64, i: usize) -> (i64, i32, u32, u32, usize) {
+    // `total_cmp`'s order as an integer, inverted so that higher scores
+    // sort first.
+    let bits = score.to_bits() as i64;
+    let total = bits ^ ((((bits >> 63) as u64) >> 1) as i64);
+    (!total, c.hot.priority, c.load_rate(), c.load.waiting, i)
 }
 
 /// Scored top-K order (seed 001): the K best by score, then drawn without
@@ -174,15 +192,21 @@ pub(crate) fn scored_order(
     seed: u64,
 ) -> Scored {
     let scores = scores(candidates, weights);
-    let mut ranked: Vec<usize> = (0..candidates.len()).collect();
+    let mut keys: Vec<_> = candidates
+        .iter()
+        .zip(&scores)
+        .enumerate()
+        .map(|(i, (c, &score))| rank_key(c, score, i))
+        .collect();
     let k = top_k
         .clamp(1, candidates.len().max(1))
         .min(candidates.len());
-    if k < ranked.len() {
-        ranked.select_nth_unstable_by(k - 1, |&a, &b| better(candidates, &scores, a, b));
-        ranked.truncate(k);
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
     }
-    ranked.sort_by(|&a, &b| better(candidates, &scores, a, b));
+    keys.sort_unstable();
+    let ranked: Vec<usize> = keys.into_iter().map(|(.., i)| i).collect();
     let min = ranked
         .iter()
         .map(|&i| scores[i])

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,6 +117,20 @@ struct Inner {
     counters: Counters,
     // Per account: consecutive failures and ejections (per replica).
     streaks: Mutex<HashMap<AccountId, Streak>>,
+    // Per account: the last few failures, newest last, for operators.
+    recent_errors: Mutex<HashMap<AccountId, VecDeque<RecentError>>>,
+}
+
+/// How many failures per account [`Scheduler::recent_errors`] keeps.
+pub const RECENT_ERRORS: usize = 5;
+
+/// One failed attempt, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RecentError {
+    /// Unix seconds when it failed.
+    pub at: u64,
+    /// Why, as a cooldown reason (`rate_limited`, `overloaded`, …).
+    pub reason: &'static str,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -161,6 +175,7 @@ impl Scheduler {
                 config,
                 counters: Counters::default(),
                 streaks: Mutex::new(HashMap::new()),
+                recent_errors: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -261,6 +276,37 @@ impl Scheduler {
         }
     }
 
+    fn remember_error(&self, account: &AccountId, reason: CooldownReason) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut all = self
+            .inner
+            .recent_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let recent = all.entry(account.clone()).or_default();
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back(RecentError {
+            at,
+            reason: reason.as_str(),
+        });
+    }
+
+    /// The last [`RECENT_ERRORS`] failures of `account` on this replica,
+    /// oldest first.
+    pub fn recent_errors(&self, account: &AccountId) -> Vec<RecentError> {
+        self.inner
+            .recent_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Reports a failed attempt: the EWMAs learn, the streak grows, and the
     /// account cools down — for `hinted` when the upstream said how long,
     /// else the reason's default doubled per failure in the streak (capped
@@ -276,6 +322,7 @@ impl Scheduler {
         hinted: Option<Duration>,
     ) -> Duration {
         self.inner.stats.report(account, false, None);
+        self.remember_error(account, reason);
         let config = &self.inner.config;
         let streak = {
             let mut streaks = self
@@ -343,28 +390,36 @@ impl Scheduler {
         let inner = &self.inner;
         let group = req.group.unwrap_or("");
         let excluded = |id: &AccountId| req.excluded.is_some_and(|e| e.0.contains(id));
-        let accounts: Vec<(usize, &Arc<Account>)> = inner
+        let all = inner.pool.accounts();
+        let mut indexes = inner
             .pool
-            .indexed_candidates(req.endpoint, req.model, req.group)
-            .filter(|(_, a)| !excluded(a.id()))
-            .filter(|(_, a)| req.pinned.is_none_or(|p| a.id() == p))
-            .collect();
-        if accounts.is_empty() {
+            .candidate_indexes(req.endpoint, req.model, req.group);
+        // Most requests exclude nothing and pin nothing: they use the
+        // cached list as it is.
+        if req.excluded.is_some() || req.pinned.is_some() {
+            indexes = indexes
+                .iter()
+                .copied()
+                .filter(|&i| !excluded(all[i].id()))
+                .filter(|&i| req.pinned.is_none_or(|p| all[i].id() == p))
+                .collect();
+        }
+        if indexes.is_empty() {
             return Err(RelayError::NoAccount {
                 model: req.model.to_owned(),
             });
         }
-        let ids: Vec<&AccountId> = accounts.iter().map(|(_, a)| a.id()).collect();
+        let ids: Vec<&AccountId> = indexes.iter().map(|&i| all[i].id()).collect();
         let loads = inner
             .store
             .loads(&ids, Some(req.model))
             .await
             .map_err(state_error)?;
-        let candidates: Vec<Candidate> = accounts
-            .into_iter()
+        let candidates: Vec<Candidate> = indexes
+            .iter()
             .zip(loads)
-            .map(|((index, account), load)| {
-                Candidate::new(account, load, inner.handles[index].get())
+            .map(|(&i, load)| {
+                Candidate::new(&all[i], inner.pool.hot(i), load, inner.handles[i].get())
             })
             .collect();
         let policy = self.policy(req.endpoint);
@@ -642,8 +697,8 @@ impl Scheduler {
 
     async fn try_take(&self, c: &Candidate<'_>) -> Result<Option<SlotGuard>, RelayError> {
         let limits = SlotLimits {
-            concurrency: c.account.concurrency(),
-            rpm: c.account.rpm(),
+            concurrency: c.hot.concurrency,
+            rpm: c.hot.rpm,
         };
         self.inner
             .store
@@ -664,7 +719,7 @@ impl Scheduler {
         started: Instant,
         may_wait: bool,
     ) -> Result<Option<Selection>, RelayError> {
-        if c.account.rpm().is_some_and(|rpm| c.load.rpm_used >= rpm) {
+        if c.hot.rpm.is_some_and(|rpm| c.load.rpm_used >= rpm) {
             return Ok(None);
         }
         if let Some(slot) = self.try_take(c).await? {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::account::AccountId;
 use crate::state::AccountLoad;
 
-use super::scheduler::Scheduler;
+use super::scheduler::{RecentError, Scheduler};
 
 /// One account's state now, for operators (`/admin/accounts`) and
 /// library users alike. Never holds a credential.
@@ -44,6 +44,22 @@ pub struct AccountStatus {
     pub consecutive_failures: u32,
     /// Whether it is ejected (its next request is a probe).
     pub ejected: bool,
+    /// Its last few failures on this replica, oldest first.
+    pub recent_errors: Vec<RecentError>,
+    /// Cooldowns of single models (a 429 for one model leaves the others
+    /// usable).
+    pub model_cooldowns: Vec<ModelCooldown>,
+}
+
+/// A cooldown of one model on one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelCooldown {
+    /// The model (as the upstream names it).
+    pub model: String,
+    /// Unix seconds when it ends.
+    pub until: u64,
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl Scheduler {
@@ -76,10 +92,29 @@ impl Scheduler {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
+        let mut model_cooldowns = Vec::with_capacity(accounts.len());
+        for account in accounts.iter() {
+            let listed = self
+                .store()
+                .model_cooldowns(account.id())
+                .await
+                .unwrap_or_default();
+            model_cooldowns.push(
+                listed
+                    .into_iter()
+                    .map(|(model, left, reason)| ModelCooldown {
+                        model,
+                        until: (unix_now + left).as_secs_f64().ceil() as u64,
+                        reason: reason.as_str(),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
         accounts
             .iter()
             .zip(loads)
-            .map(|(account, load)| {
+            .zip(model_cooldowns)
+            .map(|((account, load), model_cooldowns)| {
                 let stats = self.stats().get(account.id());
                 AccountStatus {
                     id: account.id().to_string(),
@@ -100,6 +135,8 @@ impl Scheduler {
                     ttft_ms: stats.ttft_ms,
                     consecutive_failures: self.failure_streak(account.id()),
                     ejected: self.is_ejected(account.id()),
+                    recent_errors: self.recent_errors(account.id()),
+                    model_cooldowns,
                 }
             })
             .collect()

@@ -11,7 +11,7 @@ use super::{
     AccountLoad, CooldownReason, RefreshLock, SlotGuard, SlotLimits, SlotSignal, StateStore,
     StoreFuture, WaitTicket,
 };
-use crate::account::AccountId;
+use crate::account::{AccountId, AccountIdHash};
 use crate::oauth::RefreshedTokens;
 
 /// The RPM window: requests are counted per fixed minute.
@@ -49,7 +49,7 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    accounts: Mutex<HashMap<AccountId, Slots, RandomState>>,
+    accounts: Mutex<HashMap<AccountId, Slots, AccountIdHash>>,
     sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
     responses: Mutex<ExpiringMap<Arc<str>>>,
     tokens: Mutex<HashMap<AccountId, RefreshedTokens, RandomState>>,
@@ -62,7 +62,9 @@ struct Inner {
 struct Slots {
     in_flight: u32,
     waiting: u32,
-    window_start: Instant,
+    // When the current RPM window ends: compared, never subtracted, on
+    // the hot path.
+    window_end: Instant,
     window_count: u32,
     cooldown: Option<(Instant, CooldownReason)>,
     // Cooldowns of single models on this account (usually none).
@@ -75,7 +77,7 @@ impl Default for Slots {
         Self {
             in_flight: 0,
             waiting: 0,
-            window_start: Instant::now(),
+            window_end: Instant::now(),
             window_count: 0,
             cooldown: None,
             model_cooldowns: HashMap::default(),
@@ -86,18 +88,22 @@ impl Default for Slots {
 
 impl Slots {
     fn rpm_used(&mut self, now: Instant) -> u32 {
-        if self.window_count > 0 && now.duration_since(self.window_start) >= RPM_WINDOW {
-            self.window_start = now;
+        if self.window_count > 0 && now >= self.window_end {
             self.window_count = 0;
         }
         self.window_count
     }
 
+    #[inline]
     fn cooldown_left(
         &mut self,
         now: Instant,
         model: Option<&str>,
     ) -> Option<(Duration, CooldownReason)> {
+        if self.cooldown.is_none() && self.model_cooldowns.is_empty() {
+            // The common case, decided without reading the clock.
+            return None;
+        }
         let account = match self.cooldown {
             Some((until, reason)) if until > now => Some((until - now, reason)),
             Some(_) => {
@@ -298,7 +304,7 @@ impl StateStore for MemoryStore {
         }
         if slots.window_count == 0 {
             // A window starts with its first request.
-            slots.window_start = now;
+            slots.window_end = now + RPM_WINDOW;
         }
         slots.in_flight += 1;
         slots.window_count += 1;
@@ -417,6 +423,26 @@ impl StateStore for MemoryStore {
                 locks.remove(&id);
             }
         })))
+    }
+
+    fn model_cooldowns<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
+        let now = Instant::now();
+        let mut all: Vec<_> = lock(&self.inner.accounts)
+            .get(account)
+            .map(|slots| {
+                slots
+                    .model_cooldowns
+                    .iter()
+                    .filter(|(_, (until, _))| *until > now)
+                    .map(|(model, (until, reason))| (model.to_string(), *until - now, *reason))
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        ready(all)
     }
 }
 

@@ -360,4 +360,15 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         let _ = (account, ttl);
         Box::pin(std::future::ready(Ok(Some(RefreshLock::new(|| {})))))
     }
+
+    /// The cooldowns in force on single models of `account` (model, time
+    /// left, reason), for operators; off the hot path. A store that cannot
+    /// list them returns none (the default).
+    fn model_cooldowns<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
+        let _ = account;
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
 }

@@ -143,8 +143,15 @@ where
                 .get("x-relay-attempts")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("0");
+            let status = response.status();
+            // Counted here, where every answer passes, also those that a
+            // layer answers itself (a refused key, a bad body).
+            if status.is_client_error() || status.is_server_error() {
+                metrics::counter!("relay_errors_total", "status" => status.as_str().to_owned())
+                    .increment(1);
+            }
             tracing::info!(
-                status = response.status().as_u16(),
+                status = status.as_u16(),
                 account = %account,
                 attempts,
                 head_ms = this.started.elapsed().as_millis() as u64,

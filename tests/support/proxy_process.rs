@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 
 /// The proxy example, built by `cargo test` next to the test binaries.
 pub fn binary() -> PathBuf {
@@ -41,6 +41,8 @@ impl Drop for ConfigFile {
 pub struct Proxy {
     pub child: Child,
     pub addr: String,
+    /// Its stderr (the logs), when asked for.
+    pub stderr: Option<ChildStderr>,
 }
 
 impl Drop for Proxy {
@@ -53,14 +55,21 @@ impl Drop for Proxy {
 impl Proxy {
     /// Starts the proxy on `config`, listening on a free port, with `env`.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Proxy {
+        Self::start_with(config, env, &[], false)
+    }
+
+    /// As [`Proxy::start`], with more arguments, and its stderr kept for
+    /// the test when `logs` is set.
+    pub fn start_with(config: &Path, env: &[(&str, &str)], args: &[&str], logs: bool) -> Proxy {
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(config)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if logs { Stdio::piped() } else { Stdio::null() })
             .spawn()
             .expect("the proxy example was built by cargo test");
         let stdout = child.stdout.take().expect("stdout");
@@ -73,7 +82,12 @@ impl Proxy {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line}"))
             .to_owned();
-        Proxy { child, addr }
+        let stderr = child.stderr.take();
+        Proxy {
+            child,
+            addr,
+            stderr,
+        }
     }
 
     /// The proxy's URL for `path`.

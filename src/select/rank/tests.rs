@@ -2,6 +2,7 @@ use secrecy::SecretString;
 
 use super::*;
 use crate::account::{Credentials, Platform};
+use crate::select::pool::AccountHot;
 use crate::stats::AccountStats;
 
 fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candidate<'static> {
@@ -24,7 +25,12 @@ fn candidate(id: &str, priority: i32, in_flight: u32, last_used: u64) -> Candida
         ttft_ms: None,
         last_used,
     };
-    Candidate::new(account, load, stats)
+    let hot = AccountHot {
+        priority: account.priority(),
+        concurrency: account.concurrency(),
+        rpm: account.rpm(),
+    };
+    Candidate::new(account, hot, load, stats)
 }
 
 fn ids(candidates: &[Candidate<'_>], order: &[usize]) -> Vec<String> {

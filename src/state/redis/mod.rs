@@ -1037,6 +1037,47 @@ impl StateStore for RedisStore {
         })
     }
 
+    fn model_cooldowns<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let failure = match inner.conn() {
+                Some(mut conn) => {
+                    // Redis's clock and the cooldowns in one round trip.
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("TIME")
+                        .cmd("HGETALL")
+                        .arg(inner.keys.account(account, "cooldown"));
+                    type Answer = ((u64, u64), HashMap<String, String>);
+                    match inner.timed(pipe.query_async::<Answer>(&mut conn)).await {
+                        Ok(((secs, micros), fields)) => {
+                            let now = secs * 1000 + micros / 1000;
+                            let mut all: Vec<_> = fields
+                                .into_iter()
+                                .filter_map(|(field, value)| {
+                                    let model = field.strip_prefix("m:")?.to_owned();
+                                    let (until, reason) = value.split_once(':')?;
+                                    let left = until.parse::<u64>().ok()?.checked_sub(now)?;
+                                    (left > 0).then(|| {
+                                        (model, Duration::from_millis(left), reason_from(reason))
+                                    })
+                                })
+                                .collect();
+                            all.sort_by(|a, b| a.0.cmp(&b.0));
+                            return Ok(all);
+                        }
+                        Err(failure) => failure,
+                    }
+                }
+                None => Failure::Down,
+            };
+            inner.failed("model_cooldowns", failure)?;
+            inner.fallback.model_cooldowns(account).await
+        })
+    }
+
     fn tokens_get<'a>(
         &'a self,
         account: &'a AccountId,
