@@ -363,8 +363,12 @@ impl Account {
     }
 
     /// Whether it may serve `model` (the client's name): allowed by its
-    /// list, or named in its mapping.
+    /// list, or named in its mapping. Bedrock accounts serve only models
+    /// their mapping names: Bedrock needs its own model id.
     pub fn serves_model(&self, model: &str) -> bool {
+        if self.account_type() == AccountType::Bedrock {
+            return self.model_mapping.contains_key(model);
+        }
         self.models.allows(model) || self.model_mapping.contains_key(model)
     }
 
@@ -376,12 +380,12 @@ impl Account {
             .unwrap_or(model)
     }
 
-    /// Whether the account can serve `endpoint` with the protocols this
-    /// crate speaks today: the platform must match. Bedrock accounts speak
-    /// Bedrock's own protocol, which the relay does not translate yet, so they
-    /// are never chosen.
+    /// Whether the account can serve `endpoint`: the platform must match,
+    /// and Bedrock accounts serve only Messages (Bedrock has no token
+    /// counting; see [`crate::bedrock`]).
     pub fn serves_endpoint(&self, endpoint: Endpoint) -> bool {
-        self.platform == endpoint.platform() && self.account_type() != AccountType::Bedrock
+        self.platform == endpoint.platform()
+            && (self.account_type() != AccountType::Bedrock || endpoint == Endpoint::Messages)
     }
 }
 

@@ -11,6 +11,7 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::auth::AuthLayer;
+use crate::bedrock::{BedrockAdaptLayer, CountTokensGateLayer};
 use crate::beta_header::BetaHeaderLayer;
 use crate::body::{BoxError, RelayBody};
 use crate::body_limit::{BodyLimitLayer, DEFAULT_BODY_LIMIT};
@@ -40,9 +41,11 @@ pub type RelayService<B> = BoxCloneSyncService<Request<B>, Response<RelayBody>, 
 /// Builds the default relay stack.
 ///
 /// The request passes, in order: request id, error answers, body limit,
-/// auth, per-key limits, `GET /v1/models`, parsing, session hash, failover,
+/// auth, per-key limits, `GET /v1/models`, parsing, the Bedrock `count_tokens`
+/// gate, session hash, failover,
 /// account selection, model mapping, header allow-list, `anthropic-beta`,
-/// credentials, OAuth refresh, usage extraction, upstream. Usage goes to a
+/// credentials, OAuth refresh, usage extraction, Bedrock translation,
+/// upstream. Usage goes to a
 /// [`TracingSink`](crate::usage::TracingSink) unless
 /// [`RelayBuilder::usage_sink`] says otherwise.
 ///
@@ -272,6 +275,7 @@ impl RelayBuilder {
             .relay_client_limit(&self.keys)
             .relay_list_models(self.pool.clone())
             .relay_parse_request()
+            .layer(CountTokensGateLayer::new(scheduler.pool().clone()))
             .layer(SessionHashLayer::new().header(session_header))
             .layer(FailoverLayer::new(scheduler.clone()))
             .relay_account_select(scheduler.clone())
@@ -288,6 +292,8 @@ impl RelayBuilder {
                     .also(MetricsSink::new())
                     .also(self.usage_totals.clone()),
             )
+            // Below usage, so usage reads Bedrock answers as Anthropic SSE.
+            .relay_bedrock()
             .service(upstream);
         BoxCloneSyncService::new(service)
     }
@@ -342,6 +348,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     fn relay_credentials(self) -> ServiceBuilder<Stack<CredentialsLayer, L>>;
     /// See [`crate::usage`].
     fn relay_usage_extract(self) -> ServiceBuilder<Stack<UsageExtractLayer, L>>;
+    /// See [`crate::bedrock`].
+    fn relay_bedrock(self) -> ServiceBuilder<Stack<BedrockAdaptLayer, L>>;
 }
 
 mod sealed {
@@ -411,5 +419,9 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn relay_usage_extract(self) -> ServiceBuilder<Stack<UsageExtractLayer, L>> {
         self.layer(UsageExtractLayer::new())
+    }
+
+    fn relay_bedrock(self) -> ServiceBuilder<Stack<BedrockAdaptLayer, L>> {
+        self.layer(BedrockAdaptLayer::new())
     }
 }

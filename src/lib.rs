@@ -1,6 +1,6 @@
 //! Tower middleware that turns a pool of upstream LLM accounts (Anthropic
-//! subscription and API-key accounts, OpenAI keys) into one reliable, fast
-//! endpoint.
+//! subscription and API-key accounts, AWS Bedrock, OpenAI keys) into one
+//! reliable, fast endpoint.
 //!
 //! Each concern is its own tower [`Layer`](tower_layer::Layer), usable alone;
 //! [`RelayBuilder`] composes the default stack:
@@ -8,7 +8,7 @@
 //! ```text
 //! request_id → error_response → body_limit → auth → list_models → parse
 //!   → session_hash → failover → select → model_map → header_whitelist
-//!   → beta_header → credentials → oauth → usage → upstream
+//!   → beta_header → credentials → oauth → usage → bedrock → upstream
 //! ```
 //!
 //! Layers pass typed values in the request extensions: [`Principal`],
@@ -72,6 +72,7 @@ mod json;
 mod principal;
 
 pub mod auth;
+pub mod bedrock;
 pub mod beta_header;
 pub mod body_limit;
 pub mod client_limit;

@@ -144,6 +144,53 @@ fn env_credentials_resolve() {
 }
 
 #[test]
+fn bedrock_credentials_come_from_the_environment_too() {
+    let toml = r#"
+        [[accounts]]
+        id = "bedrock-env"
+        platform = "anthropic"
+        type = "bedrock"
+        aws_region = "eu-west-1"
+        aws_access_key_id_env = "AKID"
+        aws_secret_access_key_env = "SECRET"
+        aws_session_token_env = "TOKEN"
+        base_url = "http://127.0.0.1:9"
+        model_mapping = { "claude-sonnet-4-5" = "eu.anthropic.claude-sonnet-4-5-20250929-v1:0" }
+    "#;
+    let env = |n: &str| match n {
+        "AKID" => Some("AKIDFROMENV".to_owned()),
+        "SECRET" => Some("secret-from-env".to_owned()),
+        "TOKEN" => Some("token-from-env".to_owned()),
+        _ => None,
+    };
+    let config = Config::from_toml(toml, "relay.toml", env).unwrap();
+    let account = config.accounts.accounts()[0].clone();
+    let Credentials::Bedrock {
+        region,
+        access_key_id,
+        secret_access_key,
+        session_token,
+    } = account.credentials()
+    else {
+        panic!("a bedrock account");
+    };
+    assert_eq!(region, "eu-west-1");
+    assert_eq!(access_key_id.expose_secret(), "AKIDFROMENV");
+    assert_eq!(secret_access_key.expose_secret(), "secret-from-env");
+    assert_eq!(
+        session_token.as_ref().map(|t| t.expose_secret()),
+        Some("token-from-env")
+    );
+    assert_eq!(account.base_url(), "http://127.0.0.1:9");
+    assert!(account.serves_model("claude-sonnet-4-5"));
+    assert!(
+        !account.serves_model("claude-haiku-4-5"),
+        "unmapped models are not Bedrock's"
+    );
+    assert!(!format!("{config:?}").contains("secret-from-env"));
+}
+
+#[test]
 fn errors_name_the_file_and_the_field() {
     let cases = [
         ("listen = \"nowhere\"", "listen"),

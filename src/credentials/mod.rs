@@ -7,6 +7,8 @@
 //! `Authorization: Bearer`. Anthropic requests without `anthropic-version`
 //! get `2023-06-01`. Credential header values are marked sensitive, so
 //! hyper never indexes them in HTTP/2 header tables and `Debug` hides them.
+//! Bedrock requests pass untouched: the [`bedrock`](crate::bedrock) layer
+//! addresses and signs them.
 //!
 //! # Examples
 //!
@@ -107,6 +109,11 @@ fn bearer(token: &SecretString) -> Option<HeaderValue> {
 
 /// Rewrites `req` to go to `account`.
 fn address_and_sign(req: &mut Request<Bytes>, account: &Account) -> Result<(), RelayError> {
+    if let Credentials::Bedrock { .. } = account.credentials() {
+        // Bedrock has its own paths and signs the whole request afresh for
+        // each attempt: `crate::bedrock` does both, further down the stack.
+        return Ok(());
+    }
     let request_error = || {
         RelayError::from(UpstreamError::new(
             UpstreamErrorKind::Request,
@@ -135,9 +142,8 @@ fn address_and_sign(req: &mut Request<Bytes>, account: &Account) -> Result<(), R
             access_token: token,
             ..
         } => (header::AUTHORIZATION, bearer(token)),
-        // Bedrock requests are signed per attempt over the whole request;
-        // this layer does not speak that protocol.
-        Credentials::Bedrock { .. } => return Err(request_error()),
+        // Addressed and signed by `crate::bedrock` (returned above).
+        Credentials::Bedrock { .. } => return Ok(()),
     };
     let headers = req.headers_mut();
     headers.insert(name, value.ok_or_else(request_error)?);

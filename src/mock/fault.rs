@@ -34,7 +34,8 @@ pub enum Fault {
     Hang,
     /// Streams: a 200 `text/event-stream` whose first event is an
     /// `event: error` (overloaded), then the end. Non-stream requests: a
-    /// 529 overloaded error.
+    /// 529 overloaded error. Bedrock paths: a stream whose first frame is
+    /// a `throttlingException` exception, or a 429 `ThrottlingException`.
     SseErrorFirst,
     /// Streams: this many events, then the connection breaks (the client
     /// sees a body error, not a clean end). Non-stream requests: half the

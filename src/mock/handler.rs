@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::answer::{status_message, Answer};
+use super::bedrock::Invocation;
 use super::body::{Ending, MockBody};
 use super::fault::Fault;
 use super::state::{InFlight, Shared, StreamTally};
@@ -117,8 +118,13 @@ pub(super) async fn handle(
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => (Bytes::new(), true),
         Err(_) => return Err(NoAnswer::BrokenRequest),
     };
-    let credential = credential_of(&parts.headers);
     let path = parts.uri.path().to_owned();
+    // Bedrock requests go by the access key id they were signed with.
+    let bedrock = Invocation::of(&parts.method, &path, &parts.headers, &body);
+    let credential = match &bedrock {
+        Some(invocation) => invocation.access_key_id().map(str::to_owned),
+        None => credential_of(&parts.headers),
+    };
     let recorder = shared.record(ReceivedRequest {
         method: parts.method.clone(),
         path_and_query: parts
@@ -167,10 +173,10 @@ pub(super) async fn handle(
         body: &body,
         fault,
     };
-    let response = if too_large {
-        exchange.error(413, "Request body too large")
-    } else {
-        exchange.respond()
+    let response = match &bedrock {
+        _ if too_large => exchange.error(413, "Request body too large"),
+        Some(invocation) => invocation.respond(&shared, &body, exchange.fault.as_ref()),
+        None => exchange.respond(),
     };
     recorder.status(response.status().as_u16());
     Ok(response.map(|body| body.recorded_by(recorder).in_flight(in_flight)))

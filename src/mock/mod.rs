@@ -9,8 +9,13 @@
 //! the server and closes its connections.
 //!
 //! The mock does not authenticate: it records the credential of each
-//! request (`x-api-key`, or `Authorization: Bearer`) and uses it to pick
-//! the request's [`FaultPlan`].
+//! request (`x-api-key`, or `Authorization: Bearer`; for Bedrock the SigV4
+//! access key id) and uses it to pick the request's [`FaultPlan`].
+//!
+//! It also answers like AWS Bedrock (`/model/{id}/invoke` and
+//! `/model/{id}/invoke-with-response-stream`, event-stream frames with
+//! CRCs), and there it does check the SigV4 signature, against
+//! [`AWS_TEST_SECRET_ACCESS_KEY`].
 //!
 //! Besides the LLM endpoints it serves an OAuth token endpoint
 //! ([`TOKEN_PATH`], with rotating refresh tokens), counts requests in
@@ -53,6 +58,7 @@
 
 mod answer;
 mod anthropic;
+mod bedrock;
 mod body;
 mod fault;
 mod handler;
@@ -87,6 +93,27 @@ pub const TOKEN_PATH: &str = "/v1/oauth/token";
 /// (`mock.set_faults(TOKEN_FAULTS, plan)`); the default plan does not.
 pub const TOKEN_FAULTS: &str = "oauth-token";
 
+/// The secret access key the mock's Bedrock endpoint
+/// (`/model/{id}/invoke[-with-response-stream]`) checks SigV4 signatures
+/// with, whatever the access key id. Requests signed with another secret
+/// get a 403 `InvalidSignatureException`.
+///
+/// # Examples
+///
+/// ```
+/// use secrecy::SecretString;
+/// use tower_llm_relay::mock::AWS_TEST_SECRET_ACCESS_KEY;
+/// use tower_llm_relay::Credentials;
+///
+/// let credentials = Credentials::Bedrock {
+///     region: "us-east-1".into(),
+///     access_key_id: SecretString::from("AKIDMOCK"),
+///     secret_access_key: SecretString::from(AWS_TEST_SECRET_ACCESS_KEY),
+///     session_token: None,
+/// };
+/// ```
+pub const AWS_TEST_SECRET_ACCESS_KEY: &str = "mock/Bedrock+Secret/Key0000000000EXAMPLE";
+
 /// One request the mock received, and what it answered.
 #[derive(Debug, Clone)]
 pub struct ReceivedRequest {
@@ -99,7 +126,8 @@ pub struct ReceivedRequest {
     /// The request body (empty when it was over the 32 MiB limit, which
     /// is answered 413).
     pub body: Bytes,
-    /// The credential: `x-api-key`, else an `Authorization: Bearer` token.
+    /// The credential: `x-api-key`, else an `Authorization: Bearer` token;
+    /// on Bedrock paths the SigV4 access key id.
     pub credential: Option<String>,
     /// Exactly the response body bytes sent so far: all of them once the
     /// client has seen the body's end, the part before a cut after a cut.
