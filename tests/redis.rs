@@ -914,3 +914,45 @@ async fn a_frozen_redis_holds_no_request_past_the_timeout() {
     assert!(slowest < Duration::from_millis(700), "{slowest:?}");
     assert!(shared.fallbacks() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_keeps_serving_and_counts_fallbacks_when_redis_dies() {
+    use support::proxy_process::{ConfigFile, Proxy};
+    let mut redis = RedisServer::start();
+    let mock = MockUpstream::start().await.unwrap();
+    let toml = format!(
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\n\n[[keys]]\nkey = \"{CLIENT_KEY}\"\nname = \"test\"\n{}",
+        redis.url(),
+        account("p1", "anthropic", "api_key", "sk-ant-p1", &mock.base_url()),
+    );
+    let config = ConfigFile::new(&toml);
+    let proxy = Proxy::start(config.path(), &[]);
+    let call = || {
+        let req = http::Request::post(proxy.url("/v1/messages"))
+            .header("x-api-key", CLIENT_KEY)
+            .body(Full::new(Bytes::from(messages_body(
+                "claude-sonnet-4-5",
+                false,
+            ))))
+            .unwrap();
+        send(req)
+    };
+    assert_eq!(call().await.status, 200);
+    redis.kill();
+    for _ in 0..3 {
+        assert_eq!(call().await.status, 200);
+    }
+    let metrics = send(
+        http::Request::get(proxy.url("/metrics"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+    .text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("relay_state_fallback_total{")),
+        "{metrics}"
+    );
+}
