@@ -125,7 +125,10 @@ impl RelayBuilder {
 
     /// Where refreshed OAuth tokens are reported (default: a log line).
     pub fn credential_sink(mut self, sink: Arc<dyn CredentialSink>) -> Self {
-        self.refresher = Arc::new(Refresher::new(sink, std::time::Duration::from_secs(300)));
+        self.refresher = Arc::new(
+            Refresher::new(sink, std::time::Duration::from_secs(300))
+                .with_store(self.store.clone()),
+        );
         self
     }
 
@@ -150,6 +153,8 @@ impl RelayBuilder {
 
     /// The shared state store (default: in memory).
     pub fn state(mut self, store: Arc<dyn StateStore>) -> Self {
+        // Refreshed OAuth tokens are shared through the same store.
+        self.refresher = Arc::new(self.refresher.for_store(store.clone()));
         self.store = store;
         self
     }

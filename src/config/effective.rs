@@ -180,6 +180,7 @@ impl Config {
             "timeout_ms".into(),
             int(u64::try_from(self.state.timeout.as_millis()).unwrap_or(u64::MAX)),
         );
+        state.insert("lease_ttl_secs".into(), secs(self.state.lease_ttl));
         root.insert("state".into(), Value::Table(state));
 
         let s = &self.scheduling;

@@ -121,6 +121,44 @@ pub struct StateConfig {
     pub on_error: OnStateError,
     /// The longest any store call may hold a request.
     pub timeout: Duration,
+    /// How long a Redis slot lease outlives a crashed replica
+    /// (`lease_ttl_secs`, default 15).
+    pub lease_ttl: Duration,
+}
+
+impl StateConfig {
+    /// The shared store this section names: `None` for `memory` (the
+    /// builder's default), a [`RedisStore`](crate::state::RedisStore) for
+    /// `redis`. Each call makes a new store (its own connection).
+    pub fn store(&self) -> Option<std::sync::Arc<dyn crate::state::StateStore>> {
+        match self.backend {
+            StateBackend::Memory => None,
+            #[cfg(feature = "redis")]
+            StateBackend::Redis => {
+                use crate::state::redis::{OnRedisError, RedisStore};
+                let on_error = match self.on_error {
+                    OnStateError::FailOpen => OnRedisError::FailOpen,
+                    OnStateError::FailClosed => OnRedisError::FailClosed,
+                };
+                let store = RedisStore::builder(self.url.clone().unwrap_or_default())
+                    .prefix(self.prefix.clone())
+                    .timeout(self.timeout)
+                    .on_error(on_error)
+                    .lease_ttl(self.lease_ttl)
+                    .build();
+                match store {
+                    Ok(store) => Some(std::sync::Arc::new(store)),
+                    Err(e) => {
+                        // Checked when the config was read: not expected.
+                        tracing::error!(error = %e, "redis state unavailable; using memory");
+                        None
+                    }
+                }
+            }
+            #[cfg(not(feature = "redis"))]
+            StateBackend::Redis => None,
+        }
+    }
 }
 
 pub use crate::select::{SchedulingConfig, ScoreWeights, SelectionPolicy};
@@ -184,12 +222,16 @@ impl Config {
     /// A [`RelayBuilder`] with this configuration's keys, accounts,
     /// scheduling and limits.
     pub fn relay_builder(&self) -> RelayBuilder {
-        RelayBuilder::new()
+        let builder = RelayBuilder::new()
             .keys(self.keys.clone())
             .accounts(self.accounts.clone())
             .body_limit(self.body_limit_bytes)
             .upstream_config(self.upstream.clone())
-            .scheduling(self.scheduling.clone())
+            .scheduling(self.scheduling.clone());
+        match self.state.store() {
+            Some(store) => builder.state(store),
+            None => builder,
+        }
     }
 }
 
@@ -303,10 +345,11 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
     fn state(&self, raw: raw::RawState) -> Result<StateConfig, ConfigError> {
         let backend = match raw.backend.as_deref().unwrap_or("memory") {
             "memory" => StateBackend::Memory,
+            "redis" if cfg!(feature = "redis") => StateBackend::Redis,
             "redis" => {
                 return Err(self.err(
                     "state.backend",
-                    "`redis` is not available in this build yet; use `memory`",
+                    "`redis` needs the crate's `redis` feature; use `memory`",
                 ))
             }
             other => {
@@ -326,12 +369,40 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
                 ))
             }
         };
+        if backend == StateBackend::Redis {
+            let Some(url) = raw.url.as_deref() else {
+                return Err(self.err("state.url", "`backend = \"redis\"` needs a `url`"));
+            };
+            #[cfg(feature = "redis")]
+            let parses = redis::Client::open(url).is_ok();
+            #[cfg(not(feature = "redis"))]
+            let parses = true;
+            if !parses
+                || !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("unix://")
+                    || url.starts_with("redis+unix://"))
+            {
+                // The URL may hold a password: not echoed.
+                return Err(self.err(
+                    "state.url",
+                    "not a Redis URL (expected `redis://host:port/db`)",
+                ));
+            }
+        }
+        if raw.timeout_ms == Some(0) {
+            return Err(self.err("state.timeout_ms", "must be at least 1"));
+        }
+        if raw.lease_ttl_secs == Some(0) {
+            return Err(self.err("state.lease_ttl_secs", "must be at least 1"));
+        }
         Ok(StateConfig {
             backend,
             url: raw.url,
             prefix: raw.prefix.unwrap_or_else(|| "relay:".to_owned()),
             on_error,
             timeout: Duration::from_millis(raw.timeout_ms.unwrap_or(200)),
+            lease_ttl: Duration::from_secs(raw.lease_ttl_secs.unwrap_or(15)),
         })
     }
 

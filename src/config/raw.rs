@@ -39,6 +39,7 @@ pub(super) struct RawState {
     pub(super) prefix: Option<String>,
     pub(super) on_error: Option<String>,
     pub(super) timeout_ms: Option<u64>,
+    pub(super) lease_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -208,6 +208,9 @@ fn errors_name_the_file_and_the_field() {
         ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"\n[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\napi_key = \"k\"", "accounts[1].id"),
         ("[[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"bedrock\"\naws_access_key_id = \"k\"\naws_secret_access_key = \"s\"", "accounts[0].aws_region"),
         ("[state]\nbackend = \"etcd\"", "state.backend"),
+        ("[state]\nbackend = \"redis\"", "state.url"),
+        ("[state]\nbackend = \"redis\"\nurl = \"http://x\"", "state.url"),
+        ("[state]\ntimeout_ms = 0", "state.timeout_ms"),
         ("[scheduling]\nanthropic_policy = \"random\"", "scheduling.anthropic_policy"),
         ("body_limit_bytes = 0", "body_limit_bytes"),
     ];
@@ -238,4 +241,16 @@ fn the_bundled_example_config_is_valid() {
     assert_eq!(config.accounts.accounts().len(), 3);
     assert!(config.keys.find("test-value-of-RELAY_ALICE_KEY").is_some());
     assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+}
+
+#[test]
+fn redis_state_is_read_with_its_defaults() {
+    let toml = "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    let config = Config::from_toml(toml, "relay.toml", no_env).unwrap();
+    assert_eq!(config.state.backend, StateBackend::Redis);
+    assert_eq!(config.state.prefix, "relay:");
+    assert_eq!(config.state.on_error, OnStateError::FailOpen);
+    assert_eq!(config.state.timeout, Duration::from_millis(200));
+    assert_eq!(config.state.lease_ttl, Duration::from_secs(15));
+    assert!(config.state.store().is_some());
 }

@@ -14,11 +14,16 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::account::{Account, AccountId, Credentials};
+use crate::state::StateStore;
 
 /// Where refreshes go when an account names no `token_url`.
 pub const DEFAULT_TOKEN_URL: &str = "https://console.anthropic.com/v1/oauth/token";
 /// The longest a refresh may take.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+/// A replica's refresh lock lapses after this, should it crash holding it.
+const LOCK_TTL: Duration = Duration::from_secs(35);
+/// A replica that lost the lock looks for the winner's tokens this often.
+const LOCK_POLL: Duration = Duration::from_millis(50);
 
 /// Tokens a refresh produced.
 #[derive(Clone)]
@@ -89,6 +94,8 @@ pub struct Refresher {
     sink: Arc<dyn CredentialSink>,
     ahead: Duration,
     client: HttpsClient,
+    // Shares tokens and the refresh lock between replicas, when set.
+    store: Option<Arc<dyn StateStore>>,
 }
 
 impl fmt::Debug for Refresher {
@@ -136,7 +143,39 @@ impl Refresher {
             sink,
             ahead,
             client: Client::builder(TokioExecutor::new()).build(https),
+            store: None,
         }
+    }
+
+    /// Shares refreshed tokens through `store` and refreshes under its
+    /// per-account lock, so replicas sharing a store never spend the same
+    /// refresh token twice: the replica that loses the lock waits for the
+    /// winner's tokens and uses them.
+    ///
+    /// [`RelayBuilder::state`](crate::RelayBuilder::state) does this for
+    /// the relay's own refresher.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use tower_llm_relay::oauth::{Refresher, TracingSink};
+    /// use tower_llm_relay::state::MemoryStore;
+    ///
+    /// let refresher = Refresher::new(Arc::new(TracingSink), Duration::from_secs(300))
+    ///     .with_store(Arc::new(MemoryStore::new()));
+    /// # let _ = refresher;
+    /// ```
+    pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// A refresher like this one (same sink and margin, no live tokens)
+    /// sharing tokens through `store`.
+    pub(crate) fn for_store(&self, store: Arc<dyn StateStore>) -> Self {
+        Self::new(self.sink.clone(), self.ahead).with_store(store)
     }
 
     fn slot(&self, account: &Account) -> Arc<Slot> {
@@ -202,15 +241,62 @@ impl Refresher {
             None => refresh_token.clone(),
         };
         let url = token_url.as_deref().unwrap_or(DEFAULT_TOKEN_URL);
-        let tokens = self.refresh(url, &refresh).await?;
-        let value = bearer(&tokens.access_token)?;
-        self.sink.refreshed(account.id(), &tokens);
-        *slot.tokens.lock().unwrap_or_else(PoisonError::into_inner) = Some(Tokens {
-            refresh: tokens.refresh_token,
-            expires_at: tokens.expires_at,
-            bearer: value.clone(),
-        });
-        Ok(value)
+        let keep = |tokens: RefreshedTokens| -> Result<HeaderValue, RefreshError> {
+            let value = bearer(&tokens.access_token)?;
+            *slot.tokens.lock().unwrap_or_else(PoisonError::into_inner) = Some(Tokens {
+                refresh: tokens.refresh_token,
+                expires_at: tokens.expires_at,
+                bearer: value.clone(),
+            });
+            Ok(value)
+        };
+        let Some(store) = &self.store else {
+            let tokens = self.refresh(url, &refresh).await?;
+            self.sink.refreshed(account.id(), &tokens);
+            return keep(tokens);
+        };
+        // Across replicas: whoever holds the account's lock refreshes; the
+        // others wait for the tokens it stores.
+        let id = account.id();
+        let deadline = tokio::time::Instant::now() + LOCK_TTL;
+        loop {
+            let stored = store.tokens_get(id).await.ok().flatten();
+            if let Some(tokens) = stored.clone().filter(|t| fresh(t.expires_at)) {
+                return keep(tokens);
+            }
+            let lock = match store.refresh_lock(id, LOCK_TTL).await {
+                Ok(lock) => lock,
+                Err(e) => {
+                    // The store is down and fails closed: better one
+                    // replica refreshing alone than none at all.
+                    tracing::warn!(account = %id, error = %e, "refreshing without the shared lock");
+                    let tokens = self.refresh(url, &refresh).await?;
+                    self.sink.refreshed(id, &tokens);
+                    return keep(tokens);
+                }
+            };
+            if let Some(_lock) = lock {
+                // The stored refresh token is the newest one (another
+                // replica may have rotated it); read again under the lock.
+                let stored = store.tokens_get(id).await.ok().flatten().or(stored);
+                if let Some(tokens) = stored.clone().filter(|t| fresh(t.expires_at)) {
+                    return keep(tokens);
+                }
+                let spend = stored.map_or(refresh, |t| t.refresh_token);
+                let tokens = self.refresh(url, &spend).await?;
+                if let Err(e) = store.tokens_set(id, &tokens).await {
+                    tracing::warn!(account = %id, error = %e, "could not share refreshed tokens");
+                }
+                self.sink.refreshed(id, &tokens);
+                return keep(tokens);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RefreshError(
+                    "another replica held the refresh lock too long".into(),
+                ));
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
     }
 
     async fn refresh(

@@ -8,10 +8,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    AccountLoad, CooldownReason, SlotGuard, SlotLimits, SlotSignal, StateStore, StoreFuture,
-    WaitTicket,
+    AccountLoad, CooldownReason, RefreshLock, SlotGuard, SlotLimits, SlotSignal, StateStore,
+    StoreFuture, WaitTicket,
 };
 use crate::account::{AccountId, AccountIdHash};
+use crate::oauth::RefreshedTokens;
 
 /// The RPM window: requests are counted per fixed minute.
 const RPM_WINDOW: Duration = Duration::from_secs(60);
@@ -51,6 +52,10 @@ struct Inner {
     accounts: Mutex<HashMap<AccountId, Slots, AccountIdHash>>,
     sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
     responses: Mutex<ExpiringMap<Arc<str>>>,
+    tokens: Mutex<HashMap<AccountId, RefreshedTokens, RandomState>>,
+    // Refresh locks held: a number per grant and when it lapses.
+    refresh_locks: Mutex<HashMap<AccountId, (u64, Instant), RandomState>>,
+    lock_grants: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -374,6 +379,50 @@ impl StateStore for MemoryStore {
             slots.model_cooldowns.clear();
         }
         ready(())
+    }
+
+    fn tokens_get<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Option<RefreshedTokens>> {
+        ready(lock(&self.inner.tokens).get(account).cloned())
+    }
+
+    fn tokens_set<'a>(
+        &'a self,
+        account: &'a AccountId,
+        tokens: &'a RefreshedTokens,
+    ) -> StoreFuture<'a, ()> {
+        lock(&self.inner.tokens).insert(account.clone(), tokens.clone());
+        ready(())
+    }
+
+    fn refresh_lock<'a>(
+        &'a self,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RefreshLock>> {
+        let now = Instant::now();
+        let mut locks = lock(&self.inner.refresh_locks);
+        if locks.get(account).is_some_and(|(_, until)| *until > now) {
+            return ready(None);
+        }
+        let grant = self
+            .inner
+            .lock_grants
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        locks.insert(account.clone(), (grant, now + ttl));
+        drop(locks);
+        let inner = self.inner.clone();
+        let id = account.clone();
+        ready(Some(RefreshLock::new(move || {
+            let mut locks = lock(&inner.refresh_locks);
+            // Only this grant's lock: one that lapsed and was taken again
+            // belongs to its new holder.
+            if locks.get(&id).is_some_and(|(g, _)| *g == grant) {
+                locks.remove(&id);
+            }
+        })))
     }
 
     fn model_cooldowns<'a>(

@@ -11,8 +11,12 @@
 //! it rides in the response body, so a stream holds its slot until it ends.
 
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::account::AccountId;
+use crate::oauth::RefreshedTokens;
 
 /// A boxed future of a store operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
@@ -199,6 +204,55 @@ impl fmt::Debug for WaitTicket {
     }
 }
 
+/// Holds an account's OAuth refresh lock; gives it back when dropped. A
+/// lock also ends by itself when its TTL runs out (a crashed holder).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_relay::state::{MemoryStore, StateStore};
+/// use tower_llm_relay::AccountId;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = MemoryStore::new();
+/// let account = AccountId::from("claude-max-1");
+/// let ttl = Duration::from_secs(30);
+/// let lock = store.refresh_lock(&account, ttl).await.unwrap();
+/// assert!(lock.is_some());
+/// // Held: nobody else refreshes now.
+/// assert!(store.refresh_lock(&account, ttl).await.unwrap().is_none());
+/// drop(lock);
+/// assert!(store.refresh_lock(&account, ttl).await.unwrap().is_some());
+/// # }
+/// ```
+pub struct RefreshLock {
+    unlock: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl RefreshLock {
+    /// A lock that runs `unlock` once, when dropped.
+    pub fn new(unlock: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self {
+            unlock: Some(Box::new(unlock)),
+        }
+    }
+}
+
+impl Drop for RefreshLock {
+    fn drop(&mut self) {
+        if let Some(unlock) = self.unlock.take() {
+            unlock();
+        }
+    }
+}
+
+impl fmt::Debug for RefreshLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshLock")
+    }
+}
+
 /// The shared state behind scheduling; see the module docs.
 ///
 /// Keys are scoped by `group` where a binding belongs to a client group.
@@ -274,6 +328,38 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Ends `account`'s cooldowns now, model-specific ones included.
     fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()>;
+
+    /// The OAuth tokens another replica (or this one) stored for
+    /// `account` after a refresh. The default store shares none.
+    fn tokens_get<'a>(
+        &'a self,
+        account: &'a AccountId,
+    ) -> StoreFuture<'a, Option<RefreshedTokens>> {
+        let _ = account;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    /// Stores `account`'s refreshed OAuth tokens for every replica.
+    fn tokens_set<'a>(
+        &'a self,
+        account: &'a AccountId,
+        tokens: &'a RefreshedTokens,
+    ) -> StoreFuture<'a, ()> {
+        let _ = (account, tokens);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Takes `account`'s refresh lock for at most `ttl`, so one replica at
+    /// a time spends its refresh token; `None` while another holds it. The
+    /// default store has one replica: the lock is always granted.
+    fn refresh_lock<'a>(
+        &'a self,
+        account: &'a AccountId,
+        ttl: Duration,
+    ) -> StoreFuture<'a, Option<RefreshLock>> {
+        let _ = (account, ttl);
+        Box::pin(std::future::ready(Ok(Some(RefreshLock::new(|| {})))))
+    }
 
     /// The cooldowns in force on single models of `account` (model, time
     /// left, reason), for operators; off the hot path. A store that cannot
