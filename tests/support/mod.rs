@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod proxy_process;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::time::Duration;
