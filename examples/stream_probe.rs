@@ -113,9 +113,11 @@ fn client(streams: usize) -> HttpClient {
         .build(connector)
 }
 
-fn request(target: &Target) -> Result<Request<Full<Bytes>>, BoxError> {
+/// Stream `n`'s request; each asks something else, so each is a session
+/// of its own to the relay (as many users would be).
+fn request(target: &Target, n: usize) -> Result<Request<Full<Bytes>>, BoxError> {
     let body = format!(
-        r#"{{"model":"{}","max_tokens":1024,"stream":true,"messages":[{{"role":"user","content":"Tell me a story."}}]}}"#,
+        r#"{{"model":"{}","max_tokens":1024,"stream":true,"messages":[{{"role":"user","content":"Tell me story number {n}."}}]}}"#,
         target.model
     );
     Ok(Request::post(target.url.clone())
@@ -189,8 +191,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn delay(target: Target) -> Result<(), BoxError> {
     let client = client(target.streams);
     let mut tasks = Vec::new();
-    for _ in 0..target.streams {
-        tasks.push(tokio::spawn(one_stream(client.clone(), request(&target)?)));
+    for n in 0..target.streams {
+        tasks.push(tokio::spawn(one_stream(client.clone(), request(&target, n)?)));
     }
     let mut delays = Vec::new();
     for task in tasks {
@@ -216,9 +218,9 @@ async fn hold(target: Target, hold_for: Duration) -> Result<(), BoxError> {
     let all_open = Arc::new(Barrier::new(target.streams + 1));
     let (release, released) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for _ in 0..target.streams {
+    for n in 0..target.streams {
         let client = client.clone();
-        let request = request(&target)?;
+        let request = request(&target, n)?;
         let all_open = all_open.clone();
         let mut released = released.clone();
         tasks.push(tokio::spawn(async move {
