@@ -192,7 +192,10 @@ async fn delay(target: Target) -> Result<(), BoxError> {
     let client = client(target.streams);
     let mut tasks = Vec::new();
     for n in 0..target.streams {
-        tasks.push(tokio::spawn(one_stream(client.clone(), request(&target, n)?)));
+        tasks.push(tokio::spawn(one_stream(
+            client.clone(),
+            request(&target, n)?,
+        )));
     }
     let mut delays = Vec::new();
     for task in tasks {

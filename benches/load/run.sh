@@ -273,9 +273,9 @@ measure() { # target port mode conc
     [[ -n $out ]] || die "wrk gave no result for $target $mode c=$conc"
     if [[ $target == proxy ]]; then
         after=$(cpu_ticks "$PROXY_PID")
-        echo "$mode $conc $target $out $((after - before))" >>"$RESULTS"
+        echo "$mode $conc $target $out $((after - before)) $(status_kib "$PROXY_PID" VmRSS)" >>"$RESULTS"
     else
-        echo "$mode $conc $target $out -" >>"$RESULTS"
+        echo "$mode $conc $target $out - -" >>"$RESULTS"
     fi
     log "$mode c=$conc $target: $out"
 }
@@ -304,8 +304,13 @@ for mode in $MODES; do
     done
 done
 RSS_END=$(status_kib "$PROXY_PID" VmRSS)
-HWM=$(status_kib "$PROXY_PID" VmHWM)
 PROXY_REQUESTS=$(awk '$3 == "proxy" { n += $4 } END { print n + 0 }' "$RESULTS")
+# Growth: one more run at the highest concurrency, after the proxy has
+# already seen it (its pools and buffers are grown), must leave RSS flat.
+SOAK_CONC=$(echo $CONCURRENCY | awk '{ m = $1; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print m }')
+SOAK=$(run_wrk "$PROXY_PORT" nonstream "$SOAK_CONC" "$DURATION")
+RSS_SOAK=$(status_kib "$PROXY_PID" VmRSS)
+HWM=$(status_kib "$PROXY_PID" VmHWM)
 stop_proxy
 
 # === 2. per-event delay of a paced stream ===
@@ -314,9 +319,20 @@ log "per-event delay: $PROBE_STREAMS streams of $PROBE_EVENTS events, $PROBE_INT
 start_proxy "$MOCK_PACED_PORT"
 probe() { "$BIN/stream_probe" delay --key "$CLIENT_KEY" --streams "$PROBE_STREAMS" --url "http://127.0.0.1:$1/v1/messages"; }
 probe "$PROXY_PORT" >/dev/null # warm-up
-DELAY_DIRECT=$(probe "$MOCK_PACED_PORT")
-DELAY_NGINX=$(probe "$NGINX_PACED_PORT")
-DELAY_PROXY=$(probe "$PROXY_PORT")
+# The three at once, so a burst of other work on the machine hits all alike.
+PROBES=()
+probe "$MOCK_PACED_PORT" >"$TMP/delay-direct.out" &
+PROBES+=($!)
+probe "$NGINX_PACED_PORT" >"$TMP/delay-nginx.out" &
+PROBES+=($!)
+probe "$PROXY_PORT" >"$TMP/delay-proxy.out" &
+PROBES+=($!)
+for pid in "${PROBES[@]}"; do
+    wait "$pid" || die "a stream probe failed"
+done
+DELAY_DIRECT=$(cat "$TMP/delay-direct.out")
+DELAY_NGINX=$(cat "$TMP/delay-nginx.out")
+DELAY_PROXY=$(cat "$TMP/delay-proxy.out")
 stop_proxy
 
 # === 3. memory per open stream ===
@@ -359,29 +375,34 @@ fi
 echo
 echo "Relay load benchmark: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION}s per cell after ${WARMUP}s warm-up, wrk"
 echo "Latencies in microseconds; +p50 etc.: added over direct at the same mode and concurrency;"
-echo "x nginx: the proxy's figure over nginx's (req/s: higher is better; added latency: lower is better)."
+echo "x ng: the proxy's figure over nginx's (req/s: higher is better; added latency: lower is better;"
+echo "'-' where an added latency is not positive, i.e. lost in noise). cpu: the proxy's user+system time"
+echo "per request in the cell; rss: the proxy's VmRSS after the cell."
 echo
 awk -v ticks="$TICKS" '
-    { mode[NR] = $1; conc[NR] = $2; tgt[NR] = $3; n[NR] = $4; dur[NR] = $5; p50[NR] = $6; p99[NR] = $7; p999[NR] = $8; err[NR] = $9; cpu[NR] = $10
+    { mode[NR] = $1; conc[NR] = $2; tgt[NR] = $3; n[NR] = $4; dur[NR] = $5; p50[NR] = $6; p99[NR] = $7; p999[NR] = $8; err[NR] = $9; cpu[NR] = $10; rss[NR] = $11
       key = $1 " " $2; rps[NR] = $4 / ($5 / 1e6)
       if ($3 == "direct") { d50[key] = $6; d99[key] = $7; d999[key] = $8 }
       if ($3 == "nginx") { nrps[key] = rps[NR]; n50[key] = $6; n99[key] = $7 } }
-    function ratio(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "-" }
+    # A ratio of added latencies means nothing when either is not positive (noise).
+    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
     END {
-      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %8s %8s %9s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "+p50 x ng", "+p99 x ng", "cpu us/req"
+      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %9s %9s %10s %7s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "+p50 x ng", "+p99 x ng", "cpu us/req", "rss MiB"
       for (i = 1; i <= NR; i++) {
         key = mode[i] " " conc[i]
-        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; r2 = "-"; r3 = "-"; c = "-"
+        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; r2 = "-"; r3 = "-"; c = "-"; m = "-"
         if (tgt[i] != "direct") { a50 = p50[i] - d50[key]; a99 = p99[i] - d99[key]; a999 = p999[i] - d999[key] }
         if (tgt[i] == "proxy") {
           r1 = ratio(rps[i], nrps[key]); r2 = ratio(a50, n50[key] - d50[key]); r3 = ratio(a99, n99[key] - d99[key])
           if (n[i] > 0) c = sprintf("%.1f", cpu[i] / ticks * 1e6 / n[i])
+          m = sprintf("%.1f", rss[i] / 1024)
         }
-        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %8s %8s %9s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, c
+        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %9s %9s %10s %7s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, c, m
       }
     }' "$RESULTS"
 echo
-echo "Proxy memory: RSS after warm-up $((RSS_WARM / 1024)) MiB, after $PROXY_REQUESTS measured requests $((RSS_END / 1024)) MiB, peak (VmHWM) $((HWM / 1024)) MiB"
+echo "Proxy memory: RSS after warm-up $((RSS_WARM / 1024)) MiB, after the table's $PROXY_REQUESTS requests $((RSS_END / 1024)) MiB;"
+echo "  after $(echo "$SOAK" | awk '{ print $1 }') more non-stream requests at concurrency $SOAK_CONC: $((RSS_SOAK / 1024)) MiB; peak (VmHWM) $((HWM / 1024)) MiB"
 echo "Per-event delay, $PROBE_STREAMS streams x $PROBE_EVENTS events ${PROBE_INTERVAL_MS} ms apart (mock send stamp -> client arrival):"
 echo "  direct: $DELAY_DIRECT"
 echo "  nginx:  $DELAY_NGINX"
