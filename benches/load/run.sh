@@ -162,7 +162,8 @@ http {
 }
 EOF
     "$NGINX" -c "$TMP/nginx.conf" -g 'daemon off;' 2>>"$TMP/nginx-error.log" &
-    PIDS+=($!)
+    NGINX_PID=$!
+    PIDS+=($NGINX_PID)
     wait_http "http://127.0.0.1:$NGINX_PORT/v1/models"
 }
 
@@ -209,6 +210,14 @@ stop_proxy() {
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # utime + stime, in clock ticks (fields 14 and 15; the command name may hold spaces).
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# The same for a process and its children (nginx's master and workers).
+tree_ticks() {
+    local total=0 pid
+    for pid in "$1" $(pgrep -P "$1"); do
+        total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
 TICKS=$(getconf CLK_TCK)
 
 # === requests ===
@@ -266,17 +275,22 @@ run_wrk() { # port mode conc seconds
 }
 
 measure() { # target port mode conc
-    local target=$1 port=$2 mode=$3 conc=$4 before after out
+    local target=$1 port=$2 mode=$3 conc=$4 before=0 after=0 rss=0 out
     run_wrk "$port" "$mode" "$conc" "$WARMUP" >/dev/null
-    [[ $target == proxy ]] && before=$(cpu_ticks "$PROXY_PID")
+    case $target in
+        proxy) before=$(cpu_ticks "$PROXY_PID") ;;
+        nginx) before=$(tree_ticks "$NGINX_PID") ;;
+    esac
     out=$(run_wrk "$port" "$mode" "$conc" "$DURATION")
     [[ -n $out ]] || die "wrk gave no result for $target $mode c=$conc"
-    if [[ $target == proxy ]]; then
-        after=$(cpu_ticks "$PROXY_PID")
-        echo "$mode $conc $target $out $((after - before)) $(status_kib "$PROXY_PID" VmRSS)" >>"$RESULTS"
-    else
-        echo "$mode $conc $target $out - -" >>"$RESULTS"
-    fi
+    case $target in
+        proxy)
+            after=$(cpu_ticks "$PROXY_PID")
+            rss=$(status_kib "$PROXY_PID" VmRSS)
+            ;;
+        nginx) after=$(tree_ticks "$NGINX_PID") ;;
+    esac
+    echo "$mode $conc $target $out $((after - before)) $rss" >>"$RESULTS"
     log "$mode c=$conc $target: $out"
 }
 
@@ -376,8 +390,8 @@ echo
 echo "Relay load benchmark: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION}s per cell after ${WARMUP}s warm-up, wrk"
 echo "Latencies in microseconds; +p50 etc.: added over direct at the same mode and concurrency;"
 echo "x ng: the proxy's figure over nginx's (req/s: higher is better; added latency: lower is better;"
-echo "'-' where an added latency is not positive, i.e. lost in noise). cpu: the proxy's user+system time"
-echo "per request in the cell; rss: the proxy's VmRSS after the cell."
+echo "'-' where an added latency is not positive, i.e. lost in noise). cpu: user+system time of the proxy"
+echo "(or of nginx's master and workers) per request in the cell, at ${TICKS} ticks/s; rss: the proxy's VmRSS after the cell."
 echo
 awk -v ticks="$TICKS" '
     { mode[NR] = $1; conc[NR] = $2; tgt[NR] = $3; n[NR] = $4; dur[NR] = $5; p50[NR] = $6; p99[NR] = $7; p999[NR] = $8; err[NR] = $9; cpu[NR] = $10; rss[NR] = $11
@@ -394,9 +408,9 @@ awk -v ticks="$TICKS" '
         if (tgt[i] != "direct") { a50 = p50[i] - d50[key]; a99 = p99[i] - d99[key]; a999 = p999[i] - d999[key] }
         if (tgt[i] == "proxy") {
           r1 = ratio(rps[i], nrps[key]); r2 = ratio(a50, n50[key] - d50[key]); r3 = ratio(a99, n99[key] - d99[key])
-          if (n[i] > 0) c = sprintf("%.1f", cpu[i] / ticks * 1e6 / n[i])
           m = sprintf("%.1f", rss[i] / 1024)
         }
+        if (tgt[i] != "direct" && n[i] > 0) c = sprintf("%.1f", cpu[i] / ticks * 1e6 / n[i])
         printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %9s %9s %10s %7s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, c, m
       }
     }' "$RESULTS"
