@@ -3,17 +3,13 @@
 //! usage body wrapper adds to each frame, beside the same frames forwarded
 //! without it.
 
-use std::collections::VecDeque;
 use std::future::Ready;
 use std::hint::black_box;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{header, HeaderValue, Request, Response};
-use http_body::Frame;
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::{Layer, Service};
@@ -125,22 +121,6 @@ fn scanner(c: &mut Criterion) {
     }
 }
 
-/// A response body that hands out prepared frames one by one, always
-/// ready, like a fast upstream.
-struct Frames(VecDeque<Bytes>);
-
-impl http_body::Body for Frames {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
-    }
-}
-
 /// A sink that drops every report: the bench measures the wrapper, not
 /// where its reports go.
 struct Discard;
@@ -161,8 +141,9 @@ fn upstream(
     Future = Ready<Result<Response<RelayBody>, RelayError>>,
 > + Clone {
     tower::service_fn(move |_req: Request<Bytes>| {
-        let body = Frames(frames.iter().cloned().collect());
-        let mut response = Response::new(RelayBody::new(body));
+        // Always ready, like a fast upstream.
+        let body = RelayBody::from_frames(frames.iter().cloned().map(Ok));
+        let mut response = Response::new(body);
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/event-stream"),
