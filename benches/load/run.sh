@@ -22,8 +22,10 @@
 #   LOAD_HOLD_STREAMS=2000   streams held open at once for RSS per stream (0: skip)
 #   LOAD_HOLD_SECS=8
 #   LOAD_PORT=19100          first of 9 consecutive ports used
-#   LOAD_PROXY_LOG=info      RUST_LOG of the proxy (its default: one usage line per request, to a file;
-#                            nginx writes its access log to a file too)
+#   LOAD_PROXY_LOG=info      RUST_LOG of the proxy (its default: request and usage lines per request;
+#                            nginx writes its access log line per request too)
+#   LOAD_LOGS=null           where those per-request lines go: null (/dev/null: formatted and written,
+#                            but a run does not fill the disk with ~600 MB) or file (in the temp dir)
 #   LOAD_KEEP=1              keep the temp dir (configs, logs, raw results)
 
 set -euo pipefail
@@ -39,6 +41,7 @@ HOLD_STREAMS=${LOAD_HOLD_STREAMS:-2000}
 HOLD_SECS=${LOAD_HOLD_SECS:-8}
 PORT=${LOAD_PORT:-19100}
 PROXY_LOG=${LOAD_PROXY_LOG:-info}
+LOGS=${LOAD_LOGS:-null}
 
 # Ports: three mocks (plain, stamped paced streams, long streams), an nginx
 # port in front of each, and the proxy.
@@ -55,6 +58,11 @@ BIN=$ROOT/target/release/examples
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/relay-load.XXXXXX")
 chmod 755 "$TMP"
 RESULTS=$TMP/results.tsv
+case $LOGS in
+    null) ACCESS_LOG=/dev/null ;;
+    file) ACCESS_LOG=$TMP/nginx-access.log ;;
+    *) echo "error: LOAD_LOGS is null or file" >&2; exit 1 ;;
+esac
 PIDS=()
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -69,7 +77,8 @@ cleanup() {
     if [[ ${LOAD_KEEP:-0} == 1 ]]; then
         log "kept $TMP"
     else
-        rm -rf "$TMP"
+        # nginx's workers may still be closing files: try again once.
+        rm -rf "$TMP" 2>/dev/null || { sleep 1; rm -rf "$TMP"; }
     fi
 }
 trap cleanup EXIT
@@ -107,7 +116,7 @@ wait_http() { # url
         curl -s -o /dev/null --max-time 1 "$1" && return 0
         sleep 0.05
     done
-    die "nothing answers at $1"
+    die "nothing answers at $1 (LOAD_LOGS=file LOAD_KEEP=1 keep the logs)"
 }
 
 start_mock() { # port, extra args...
@@ -127,7 +136,7 @@ pid $TMP/nginx.pid;
 error_log $TMP/nginx-error.log warn;
 events { worker_connections 16384; }
 http {
-    access_log $TMP/nginx-access.log;
+    access_log $ACCESS_LOG;
     client_body_temp_path $TMP/nginx-client_body;
     proxy_temp_path $TMP/nginx-proxy;
     fastcgi_temp_path $TMP/nginx-fastcgi;
@@ -194,7 +203,9 @@ model_mapping = { "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }
 EOF
         done
     } >"$TMP/relay-$upstream.toml"
-    RUST_LOG=$PROXY_LOG "$BIN/proxy" --config "$TMP/relay-$upstream.toml" >"$TMP/proxy-$upstream.log" 2>&1 &
+    local log=/dev/null
+    [[ $LOGS == file ]] && log=$TMP/proxy-$upstream.log
+    RUST_LOG=$PROXY_LOG "$BIN/proxy" --config "$TMP/relay-$upstream.toml" >"$TMP/proxy-$upstream.out" 2>"$log" &
     PROXY_PID=$!
     PIDS+=($PROXY_PID)
     wait_http "http://127.0.0.1:$PROXY_PORT/healthz"
