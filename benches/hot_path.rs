@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the request path's hot parts, each beside a baseline
-//! measured in the same run where one makes sense.
+//! Micro-benchmarks of the request path's hot parts (parse and session
+//! hash, account selection, header rules), each beside a baseline measured
+//! in the same run where one makes sense.
 
 use std::hint::black_box;
 
@@ -161,5 +162,76 @@ fn select_parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, select, select_parts);
+/// The headers Claude Code's SDK sends, plus what a load balancer in front
+/// adds: 22 headers, most allowed, some denied.
+fn client_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("host", "relay.example.com"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("accept-language", "*"),
+        ("anthropic-beta", "claude-code-20250219,oauth-2025-04-20,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"),
+        ("anthropic-dangerous-direct-browser-access", "true"),
+        ("anthropic-version", "2023-06-01"),
+        ("authorization", "Bearer sk-relay-alice-0123456789abcdef0123456789abcdef"),
+        ("connection", "keep-alive"),
+        ("content-length", "20480"),
+        ("content-type", "application/json"),
+        ("user-agent", "claude-cli/2.0.14 (external, cli)"),
+        ("x-app", "cli"),
+        ("x-stainless-arch", "x64"),
+        ("x-stainless-helper-method", "stream"),
+        ("x-stainless-lang", "js"),
+        ("x-stainless-os", "Linux"),
+        ("x-stainless-package-version", "0.60.0"),
+        ("x-stainless-retry-count", "0"),
+        ("x-stainless-runtime", "node"),
+        ("x-stainless-runtime-version", "v22.17.0"),
+        ("x-stainless-timeout", "600"),
+        ("x-forwarded-for", "10.1.2.3"),
+        ("x-forwarded-proto", "https"),
+    ] {
+        headers.append(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+    }
+    headers
+}
+
+fn header_rules(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use tower::{Layer, Service};
+    use tower_llm_relay::header_whitelist::HeaderWhitelistLayer;
+
+    let headers = client_headers();
+    let request = || {
+        let mut request = http::Request::post("/v1/messages")
+            .body(bytes::Bytes::new())
+            .unwrap_or_default();
+        *request.headers_mut() = headers.clone();
+        request
+    };
+    // The inner service only counts what is left, so the figure is the
+    // layer's own work.
+    let mut whitelist =
+        HeaderWhitelistLayer::new().layer(tower::service_fn(|req: http::Request<bytes::Bytes>| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(req.headers().len()))
+        }));
+    let mut group = c.benchmark_group("header_rules_24_headers");
+    group.bench_function("baseline_clone_header_map", |b| {
+        b.iter(|| black_box(&headers).clone())
+    });
+    group.bench_function("header_whitelist", |b| {
+        b.iter_batched(
+            request,
+            |req| whitelist.call(req).into_inner(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse, select, select_parts, header_rules);
 criterion_main!(benches);

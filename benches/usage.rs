@@ -1,13 +1,21 @@
 //! The SSE scanner's throughput on a realistic Anthropic stream, beside
 //! plain `memchr` over the same bytes in the same run; and the time the
-//! usage body wrapper adds to each frame.
+//! usage body wrapper adds to each frame, beside the same frames forwarded
+//! without it.
 
+use std::future::Ready;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::{header, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
 use serde_json::json;
+use tower::{Layer, Service};
 use tower_llm_relay::sse::SseScanner;
+use tower_llm_relay::usage::{UsageExtractLayer, UsageReport, UsageSink};
+use tower_llm_relay::{RelayBody, RelayError};
 
 /// One SSE event.
 fn event(name: &str, data: &serde_json::Value) -> Bytes {
@@ -113,5 +121,89 @@ fn scanner(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, scanner);
+/// A sink that drops every report: the bench measures the wrapper, not
+/// where its reports go.
+struct Discard;
+
+impl UsageSink for Discard {
+    fn record(&self, report: &UsageReport) {
+        black_box(report);
+    }
+}
+
+/// An upstream that answers every request with the same SSE stream.
+fn upstream(
+    frames: Arc<Vec<Bytes>>,
+) -> impl Service<
+    Request<Bytes>,
+    Response = Response<RelayBody>,
+    Error = RelayError,
+    Future = Ready<Result<Response<RelayBody>, RelayError>>,
+> + Clone {
+    tower::service_fn(move |_req: Request<Bytes>| {
+        // Always ready, like a fast upstream.
+        let body = RelayBody::from_frames(frames.iter().cloned().map(Ok));
+        let mut response = Response::new(body);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        std::future::ready(Ok(response))
+    })
+}
+
+/// Sends one request through `service` and reads the body to its end,
+/// frame by frame, as the server would.
+async fn drain<S>(service: &mut S) -> usize
+where
+    S: Service<Request<Bytes>, Response = Response<RelayBody>>,
+    S::Error: std::fmt::Debug,
+{
+    let request = Request::post("/v1/messages")
+        .body(Bytes::new())
+        .unwrap_or_default();
+    let response = match service.call(request).await {
+        Ok(response) => response,
+        Err(e) => panic!("upstream: {e:?}"),
+    };
+    let mut body = response.into_body();
+    let mut bytes = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            bytes += data.len();
+        }
+    }
+    bytes
+}
+
+/// The usage body wrapper over one 200-delta Anthropic stream, one event a
+/// frame, beside the same stream read without it.
+fn usage_body(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let frames = Arc::new(anthropic_frames(200));
+    let mut group = c.benchmark_group("usage_body/anthropic_stream_206_frames");
+    group.throughput(Throughput::Elements(frames.len() as u64));
+    let bare = upstream(frames.clone());
+    group.bench_function("baseline_forward_frames", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut service = bare.clone();
+            async move { drain(&mut service).await }
+        })
+    });
+    let wrapped = UsageExtractLayer::new()
+        .sink(Discard)
+        .layer(upstream(frames.clone()));
+    group.bench_function("usage_extract_body", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut service = wrapped.clone();
+            async move { drain(&mut service).await }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, scanner, usage_body);
 criterion_main!(benches);

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -49,6 +49,8 @@ pub(super) struct MockBody {
     tally: Option<StreamTally>,
     // Held so the request counts as in flight until its body is done.
     in_flight: Option<InFlight>,
+    // Paced frames go out behind a `: sent_unix_ns=N` comment line.
+    stamp: bool,
 }
 
 impl std::fmt::Debug for MockBody {
@@ -65,6 +67,7 @@ impl MockBody {
             recorder: None,
             tally: None,
             in_flight: None,
+            stamp: false,
         }
     }
 
@@ -82,6 +85,7 @@ impl MockBody {
             recorder: None,
             tally: None,
             in_flight: None,
+            stamp: false,
         }
     }
 
@@ -97,6 +101,11 @@ impl MockBody {
 
     pub(super) fn in_flight(mut self, in_flight: InFlight) -> Self {
         self.in_flight = Some(in_flight);
+        self
+    }
+
+    pub(super) fn stamped(mut self, stamp: bool) -> Self {
+        self.stamp = stamp;
         self
     }
 
@@ -153,6 +162,7 @@ impl Body for MockBody {
                     if !events.is_empty() && !interval.is_zero() {
                         *delay = Some(Box::pin(tokio::time::sleep(*interval)));
                     }
+                    let event = if this.stamp { stamp(&event) } else { event };
                     return this.send(event);
                 }
                 match ending {
@@ -197,4 +207,14 @@ impl Body for MockBody {
             Source::Paced { .. } => SizeHint::default(),
         }
     }
+}
+
+/// `event` behind a comment line with the wall-clock time now.
+fn stamp(event: &[u8]) -> Bytes {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let mut stamped = format!(": sent_unix_ns={nanos}\n").into_bytes();
+    stamped.extend_from_slice(event);
+    Bytes::from(stamped)
 }

@@ -125,17 +125,19 @@ pub(super) async fn handle(
         Some(invocation) => invocation.access_key_id().map(str::to_owned),
         None => credential_of(&parts.headers),
     };
-    let recorder = shared.record(ReceivedRequest {
-        method: parts.method.clone(),
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned()),
-        headers: parts.headers,
-        body: body.clone(),
-        credential: credential.clone(),
-        response_body: Bytes::new(),
-        status: 0,
+    let recorder = shared.pacing.record.then(|| {
+        shared.record(ReceivedRequest {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned()),
+            headers: parts.headers,
+            body: body.clone(),
+            credential: credential.clone(),
+            response_body: Bytes::new(),
+            status: 0,
+        })
     });
     let in_flight = InFlight::start(&shared, credential.as_deref());
     let endpoint = Endpoint::of(&parts.method, &path);
@@ -178,8 +180,14 @@ pub(super) async fn handle(
         Some(invocation) => invocation.respond(&shared, &body, exchange.fault.as_ref()),
         None => exchange.respond(),
     };
-    recorder.status(response.status().as_u16());
-    Ok(response.map(|body| body.recorded_by(recorder).in_flight(in_flight)))
+    let response = match recorder {
+        Some(recorder) => {
+            recorder.status(response.status().as_u16());
+            response.map(|body| body.recorded_by(recorder))
+        }
+        None => response,
+    };
+    Ok(response.map(|body| body.in_flight(in_flight)))
 }
 
 /// One request being answered.
@@ -328,8 +336,11 @@ impl Exchange<'_> {
             Some(Fault::SlowStream { interval: slow }) => interval = slow,
             _ => {}
         }
-        event_stream(events, interval, ending)
-            .map(|body| body.counted_as_stream(StreamTally::open(self.shared)))
+        let stamp = self.shared.pacing.stamp_events;
+        event_stream(events, interval, ending).map(|body| {
+            body.counted_as_stream(StreamTally::open(self.shared))
+                .stamped(stamp)
+        })
     }
 }
 

@@ -164,6 +164,26 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// Whether every request and the bytes sent back are kept for
+    /// [`MockUpstream::received`] (default yes). A load benchmark turns
+    /// this off, so the mock's memory and its lock stay out of the figures;
+    /// then `received()` is empty and `request_count()` is 0.
+    pub fn record_requests(mut self, record: bool) -> Self {
+        self.pacing.record = record;
+        self
+    }
+
+    /// Whether each streamed event is preceded by an SSE comment line
+    /// `: sent_unix_ns=N` (in the same frame) giving the wall-clock time,
+    /// in nanoseconds since the Unix epoch, at which the frame left the
+    /// mock (default no). A client on the same machine subtracts it from
+    /// the event's arrival time to get the event's one-way delay. SSE
+    /// readers ignore comment lines.
+    pub fn stamp_events(mut self, stamp: bool) -> Self {
+        self.pacing.stamp_events = stamp;
+        self
+    }
+
     /// The address to listen on (default `127.0.0.1:0`, a free port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
@@ -224,6 +244,8 @@ impl MockUpstream {
                 stream_deltas: 5,
                 event_interval: Duration::ZERO,
                 first_byte_delay: Duration::ZERO,
+                record: true,
+                stamp_events: false,
             },
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
@@ -295,5 +317,56 @@ impl MockUpstream {
         lock(&self.shared.in_flight)
             .get(credential)
             .map_or(0, |(_, peak)| *peak)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sends one streamed Messages request and reads the whole answer.
+    async fn stream_answer(mock: &MockUpstream) -> io::Result<String> {
+        let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+        let mut tcp = tokio::net::TcpStream::connect(mock.addr()).await?;
+        let request = format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: mock\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len(),
+        );
+        tcp.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+
+    #[tokio::test]
+    async fn stamped_events_carry_their_send_time_in_a_comment() -> io::Result<()> {
+        let mock = MockUpstream::builder()
+            .stream_deltas(3)
+            .stamp_events(true)
+            .start()
+            .await?;
+        let answer = stream_answer(&mock).await?;
+        let stamps = answer.matches("\n: sent_unix_ns=").count();
+        let events = answer.matches("\nevent: ").count();
+        // message_start, block start, ping, 3 deltas, block stop, delta, stop.
+        assert_eq!(events, 9);
+        assert_eq!(stamps, events);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn unrecorded_mock_answers_and_keeps_nothing() -> io::Result<()> {
+        let mock = MockUpstream::builder()
+            .record_requests(false)
+            .start()
+            .await?;
+        let answer = stream_answer(&mock).await?;
+        assert!(answer.starts_with("HTTP/1.1 200"));
+        assert!(!answer.contains("sent_unix_ns"));
+        assert_eq!(mock.request_count(), 0);
+        assert!(mock.received().is_empty());
+        Ok(())
     }
 }

@@ -17,6 +17,10 @@ pub(super) struct Pacing {
     pub(super) stream_deltas: usize,
     pub(super) event_interval: Duration,
     pub(super) first_byte_delay: Duration,
+    /// Whether requests and answers are kept for `received()`.
+    pub(super) record: bool,
+    /// Whether each streamed event is preceded by a send-time comment.
+    pub(super) stamp_events: bool,
 }
 
 /// One received request and the bytes sent back for it so far.
