@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 /// A `redis-server` on a free loopback port, killed when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -95,4 +94,3 @@ impl Drop for RedisServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-
