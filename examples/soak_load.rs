@@ -280,7 +280,13 @@ async fn main() -> std::process::ExitCode {
     let mut previous = [0u64; 6];
     let mut ticker = tokio::time::interval(Duration::from_secs(args.interval_secs));
     ticker.tick().await;
+    let last_report = Mutex::new(Instant::now());
     let report = |previous: &mut [u64; 6], final_line: bool| {
+        let since = std::mem::replace(
+            &mut *last_report.lock().unwrap_or_else(|e| e.into_inner()),
+            Instant::now(),
+        )
+        .elapsed();
         let counts: Vec<u64> = tally
             .counts
             .iter()
@@ -300,7 +306,7 @@ async fn main() -> std::process::ExitCode {
         println!(
             "{}t={elapsed}s req/s={:.0} rss_mib={rss:.1} fds={fds} served_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} | total {}",
             if final_line { "final " } else { "" },
-            done as f64 / args.interval_secs as f64,
+            done as f64 / since.as_secs_f64().max(0.001),
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.9),
             percentile(&latencies, 0.99),
