@@ -140,13 +140,17 @@ fn is_cut_account(id: &str) -> bool {
 /// (3 s: at 1 s a healthy answer on a starved 2-core machine sometimes
 /// timed out, which rightly cooled the healthy account down), a retry
 /// budget that never runs dry (the campaign checks failover, not
-/// the budget), and room for the whole concurrency on the healthy account.
+/// the budget), room for the whole concurrency on the healthy account,
+/// and no moving of sessions for first-token time: that is a latency
+/// policy, not a failure, and on a starved machine the busiest account
+/// looks slow while it is merely busy. Sessions may then
+/// move only because their account failed, which is what is checked.
 fn config(pool: &[Member]) -> String {
     let mut toml = format!(
         "[upstream]\nfirst_byte_timeout_secs = 3\nstream_first_byte_timeout_secs = 3\n\
          pool_idle_timeout_secs = 1\n\
          [scheduling]\nretry_budget_percent = 1000.0\nrequest_deadline_secs = {}\n\
-         cooldown_wait_max_secs = 1\n",
+         cooldown_wait_max_secs = 1\nsticky_ttft_factor = 1000.0\n",
         DEADLINE.as_secs()
     );
     for member in pool {
