@@ -9,7 +9,9 @@
 #
 # Settings (environment): SOAK_SECS (600), SOAK_INTERVAL (30),
 # SOAK_CONCURRENCY (64), SOAK_SEED (1), SOAK_UPSTREAM_PORT (19100),
-# SOAK_PROXY_PORT (19200), SOAK_DIR (a new temporary directory: config,
+# SOAK_PROXY_PORT (19200), SOAK_STICKY_TTL (sticky_ttl_secs; the
+# default 3600 keeps every session binding of the run, which shows as RSS
+# growth bounded by the TTL), SOAK_DIR (a new temporary directory: config,
 # logs, report). Only 127.0.0.1 is used. Exits non-zero when a servable
 # request was refused or an answer was malformed.
 set -euo pipefail
@@ -39,6 +41,7 @@ config="$dir/relay.toml"
   echo "retry_budget_percent = 1000.0"
   echo "request_deadline_secs = 10"
   echo "cooldown_wait_max_secs = 1"
+  if [ -n "${SOAK_STICKY_TTL:-}" ]; then echo "sticky_ttl_secs = $SOAK_STICKY_TTL"; fi
   echo "[[keys]]"
   echo "key = \"sk-soak\""
   echo "name = \"soak\""
