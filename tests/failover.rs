@@ -649,3 +649,35 @@ async fn a_rate_limit_cools_the_account_for_that_model_only() {
     assert_eq!(sonnet.headers["x-relay-account"], "first");
     assert_eq!(sonnet.headers["x-relay-attempts"], "1");
 }
+
+#[tokio::test]
+async fn durations_meaning_never_do_not_overflow_a_deadline() {
+    // Found by the config fuzz target: `request_deadline_secs =
+    // 9223372036854775807` was accepted and the first request panicked
+    // adding it to the clock. The config now refuses it; a library user
+    // may still pass `Duration::MAX`, which must mean "never".
+    let mock = MockUpstream::start().await.unwrap();
+    let scheduling = tower_llm_relay::select::SchedulingConfig {
+        request_deadline: Duration::MAX,
+        sticky_ttl: Duration::MAX,
+        sticky_wait_timeout: Duration::MAX,
+        ..Default::default()
+    };
+    let builder = support::config_for(&mock, &two("api_key"))
+        .relay_builder()
+        .scheduling(scheduling);
+    let h = Harness::serve(mock, builder).await;
+    h.mock.set_faults(
+        "cred-first",
+        FaultPlan::Sequence(vec![Fault::Status {
+            status: 529,
+            retry_after: Some(u64::MAX / 2),
+        }]),
+    );
+    for _ in 0..2 {
+        let answer = h
+            .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+}

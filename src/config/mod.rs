@@ -55,6 +55,11 @@ use crate::upstream::UpstreamConfig;
 
 use raw::{RawAccount, RawConfig, RawKey};
 
+/// The longest duration a config may give (ten years): every duration
+/// is added to a clock reading somewhere, and `u64::MAX` seconds would
+/// overflow it on the first request.
+pub const MAX_DURATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// A configuration error: which file, which field, what is wrong.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -287,6 +292,27 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
         }
     }
 
+    /// A duration in whole `unit`s (1 for seconds, 1000 for milliseconds)
+    /// from `field`, at most [`MAX_DURATION_SECS`]: every duration here
+    /// ends up added to a clock reading, which a huge one would overflow.
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<u64>,
+        default: Duration,
+        unit: u64,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if v / unit > MAX_DURATION_SECS => Err(self.err(
+                field,
+                format!("must be at most {} (ten years)", MAX_DURATION_SECS * unit),
+            )),
+            Some(v) if unit == 1 => Ok(Duration::from_secs(v)),
+            Some(v) => Ok(Duration::from_millis(v)),
+        }
+    }
+
     fn required_secret(
         &self,
         at: &str,
@@ -331,9 +357,19 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             metrics_key: metrics_key?,
             max_connections: positive("max_connections", raw.max_connections, 10_000)?,
             header_limit_bytes: positive("header_limit_bytes", raw.header_limit_bytes, 65_536)?,
-            idle_timeout: Duration::from_secs(raw.idle_timeout_secs.unwrap_or(60)),
+            idle_timeout: self.duration(
+                "idle_timeout_secs",
+                raw.idle_timeout_secs,
+                Duration::from_secs(60),
+                1,
+            )?,
             listen_backlog: raw.listen_backlog.unwrap_or(4096).max(1),
-            shutdown_grace: Duration::from_secs(raw.shutdown_grace_secs.unwrap_or(30)),
+            shutdown_grace: self.duration(
+                "shutdown_grace_secs",
+                raw.shutdown_grace_secs,
+                Duration::from_secs(30),
+                1,
+            )?,
             state: self.state(raw.state)?,
             scheduling: self.scheduling(raw.scheduling)?,
             upstream: self.upstream(raw.upstream)?,
@@ -401,8 +437,18 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             url: raw.url,
             prefix: raw.prefix.unwrap_or_else(|| "relay:".to_owned()),
             on_error,
-            timeout: Duration::from_millis(raw.timeout_ms.unwrap_or(200)),
-            lease_ttl: Duration::from_secs(raw.lease_ttl_secs.unwrap_or(15)),
+            timeout: self.duration(
+                "state.timeout_ms",
+                raw.timeout_ms,
+                Duration::from_millis(200),
+                1000,
+            )?,
+            lease_ttl: self.duration(
+                "state.lease_ttl_secs",
+                raw.lease_ttl_secs,
+                Duration::from_secs(15),
+                1,
+            )?,
         })
     }
 
@@ -424,7 +470,9 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
     }
 
     fn scheduling(&self, raw: raw::RawScheduling) -> Result<SchedulingConfig, ConfigError> {
-        let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+        let secs = |field: &str, v: Option<u64>, d: u64| {
+            self.duration(&format!("scheduling.{field}"), v, Duration::from_secs(d), 1)
+        };
         let weights = raw.score_weights.unwrap_or_default();
         let score_weights = ScoreWeights {
             priority: weights.priority.unwrap_or(1.0),
@@ -465,15 +513,23 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             }
         }
         Ok(SchedulingConfig {
-            sticky_ttl: secs(raw.sticky_ttl_secs, 3600),
-            sticky_wait_timeout: secs(raw.sticky_wait_timeout_secs, 45),
+            sticky_ttl: secs("sticky_ttl_secs", raw.sticky_ttl_secs, 3600)?,
+            sticky_wait_timeout: secs(
+                "sticky_wait_timeout_secs",
+                raw.sticky_wait_timeout_secs,
+                45,
+            )?,
             sticky_max_waiting: raw.sticky_max_waiting.unwrap_or(3),
-            fallback_wait_timeout: secs(raw.fallback_wait_timeout_secs, 30),
+            fallback_wait_timeout: secs(
+                "fallback_wait_timeout_secs",
+                raw.fallback_wait_timeout_secs,
+                30,
+            )?,
             fallback_max_waiting: raw.fallback_max_waiting.unwrap_or(100),
             tier_fallback_chain: raw.tier_fallback_chain.unwrap_or(false),
             failover_on_400: raw.failover_on_400.unwrap_or(false),
             max_account_switches: raw.max_account_switches.unwrap_or(10),
-            cooldown_wait_max: secs(raw.cooldown_wait_max_secs, 5),
+            cooldown_wait_max: secs("cooldown_wait_max_secs", raw.cooldown_wait_max_secs, 5)?,
             retry_budget_percent,
             anthropic_policy: self.policy(
                 "scheduling.anthropic_policy",
@@ -488,11 +544,11 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             top_k: raw.top_k.unwrap_or(7),
             score_weights,
             session_header: raw.session_header,
-            stream_keepalive: secs(raw.stream_keepalive_secs, 0),
+            stream_keepalive: secs("stream_keepalive_secs", raw.stream_keepalive_secs, 0)?,
             sticky_error_rate_margin: raw.sticky_error_rate_margin.unwrap_or(0.5),
             sticky_ttft_factor: raw.sticky_ttft_factor.unwrap_or(3.0),
             eject_after_failures: raw.eject_after_failures.unwrap_or(5).max(1),
-            request_deadline: secs(raw.request_deadline_secs, 600),
+            request_deadline: secs("request_deadline_secs", raw.request_deadline_secs, 600)?,
         })
     }
 
@@ -500,8 +556,7 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
         let defaults = UpstreamConfig::default();
         let secs = |field: &str, v: Option<u64>, d: Duration| match v {
             Some(0) => Err(self.err(format!("upstream.{field}"), "must be greater than 0")),
-            Some(v) => Ok(Duration::from_secs(v)),
-            None => Ok(d),
+            v => self.duration(&format!("upstream.{field}"), v, d, 1),
         };
         Ok(UpstreamConfig {
             connect_timeout: secs(

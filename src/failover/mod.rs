@@ -289,7 +289,7 @@ where
 {
     async fn run(mut self, req: Request<Bytes>) -> Result<Response<RelayBody>, RelayError> {
         let config = self.scheduler.config().clone();
-        let deadline = Instant::now() + config.request_deadline;
+        let deadline = crate::state::later(Instant::now(), config.request_deadline);
         let (parts, body) = req.into_parts();
         let model = parts
             .extensions

@@ -142,6 +142,7 @@ pub struct ReceivedRequest {
 pub struct MockUpstreamBuilder {
     pacing: Pacing,
     bind: SocketAddr,
+    recording: bool,
 }
 
 impl MockUpstreamBuilder {
@@ -190,12 +191,20 @@ impl MockUpstreamBuilder {
         self
     }
 
+    /// Whether requests are recorded for [`MockUpstream::received`]
+    /// (default on). A long-running mock turns it off so its memory stays
+    /// flat; [`MockUpstream::received`] is then always empty.
+    pub fn recording(mut self, on: bool) -> Self {
+        self.recording = on;
+        self
+    }
+
     /// Binds and starts serving in the background; needs a Tokio runtime.
     pub async fn start(self) -> io::Result<MockUpstream> {
         let listener = TcpListener::bind(self.bind).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shut_down) = watch::channel(());
-        let shared = Arc::new(Shared::new(self.pacing, shut_down));
+        let shared = Arc::new(Shared::new(self.pacing, self.recording, shut_down));
         let accept_task = tokio::spawn(server::accept_loop(listener, shared.clone()));
         Ok(MockUpstream {
             addr,
@@ -248,6 +257,7 @@ impl MockUpstream {
                 stamp_events: false,
             },
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            recording: true,
         }
     }
 
@@ -297,6 +307,11 @@ impl MockUpstream {
     /// Streamed answers in progress now.
     pub fn open_streams(&self) -> usize {
         self.shared.open_streams.load(Ordering::SeqCst)
+    }
+
+    /// Client connections open now (each is served by its own task).
+    pub fn open_connections(&self) -> usize {
+        self.shared.open_connections.load(Ordering::SeqCst)
     }
 
     /// Successful OAuth refreshes served at [`TOKEN_PATH`].

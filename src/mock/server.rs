@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::handler::handle;
-use super::state::Shared;
+use super::state::{ConnectionTally, Shared};
 
 /// Accepts until the task is aborted (when the mock is dropped).
 pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -37,6 +37,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Serves HTTP/1.1 or h2c on one connection until it ends or the mock is
 /// dropped (then the connection is simply closed).
 async fn serve_connection(tcp: TcpStream, shared: Arc<Shared>) {
+    let _tally = ConnectionTally::open(&shared);
     let reset = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(ResettableStream {
         tcp,

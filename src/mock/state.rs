@@ -34,11 +34,14 @@ pub(super) struct Record {
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) pacing: Pacing,
+    /// Whether requests are recorded (a long soak turns it off).
+    pub(super) recording: bool,
     pub(super) records: Mutex<Vec<Record>>,
     plans: Mutex<HashMap<String, PlanCursor>>,
     default_plan: Mutex<PlanCursor>,
     answers: AtomicU64,
     pub(super) open_streams: AtomicUsize,
+    pub(super) open_connections: AtomicUsize,
     pub(super) completed_streams: AtomicUsize,
     pub(super) cancelled_streams: AtomicUsize,
     pub(super) token_refreshes: AtomicUsize,
@@ -57,14 +60,16 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn new(pacing: Pacing, shutdown: watch::Receiver<()>) -> Self {
+    pub(super) fn new(pacing: Pacing, recording: bool, shutdown: watch::Receiver<()>) -> Self {
         Self {
             pacing,
+            recording,
             records: Mutex::new(Vec::new()),
             plans: Mutex::new(HashMap::new()),
             default_plan: Mutex::new(PlanCursor::new(FaultPlan::Never)),
             answers: AtomicU64::new(0),
             open_streams: AtomicUsize::new(0),
+            open_connections: AtomicUsize::new(0),
             completed_streams: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
             token_refreshes: AtomicUsize::new(0),
@@ -115,6 +120,13 @@ impl Shared {
 
     /// Records a request as it arrives; the recorder fills in the answer.
     pub(super) fn record(self: &Arc<Self>, request: ReceivedRequest) -> Recorder {
+        if !self.recording {
+            // No record has this index: the recorder writes nowhere.
+            return Recorder {
+                shared: self.clone(),
+                index: usize::MAX,
+            };
+        }
         let mut records = lock(&self.records);
         records.push(Record {
             request,
@@ -175,6 +187,27 @@ impl Drop for InFlight {
         if let Some((now, _)) = lock(&self.shared.in_flight).get_mut(&self.credential) {
             *now = now.saturating_sub(1);
         }
+    }
+}
+
+/// Counts one connection as open until dropped.
+#[derive(Debug)]
+pub(super) struct ConnectionTally {
+    shared: Arc<Shared>,
+}
+
+impl ConnectionTally {
+    pub(super) fn open(shared: &Arc<Shared>) -> Self {
+        shared.open_connections.fetch_add(1, Ordering::SeqCst);
+        Self {
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl Drop for ConnectionTally {
+    fn drop(&mut self) {
+        self.shared.open_connections.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

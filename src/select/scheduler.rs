@@ -788,7 +788,7 @@ impl Scheduler {
         else {
             return Ok(None);
         };
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::state::later(Instant::now(), timeout);
         loop {
             let released = store.slot_released(id);
             if let Some(slot) = self.try_take(c).await? {

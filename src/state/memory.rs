@@ -150,13 +150,13 @@ impl<K: Hash + Eq> ExpiringMap<K> {
             return None;
         }
         if let Some(ttl) = ttl {
-            *expires = now + ttl;
+            *expires = super::later(now, ttl);
         }
         Some(account.clone())
     }
 
     fn insert(&mut self, key: K, account: AccountId, now: Instant, ttl: Duration) {
-        self.entries.insert(key, (account, now + ttl));
+        self.entries.insert(key, (account, super::later(now, ttl)));
         if self.entries.len() >= MIN_SWEEP_LEN.max(self.len_after_sweep * 2) {
             self.entries.retain(|_, (_, expires)| *expires > now);
             self.len_after_sweep = self.entries.len();
@@ -353,7 +353,7 @@ impl StateStore for MemoryStore {
         duration: Duration,
         reason: CooldownReason,
     ) -> StoreFuture<'a, ()> {
-        let until = Instant::now() + duration;
+        let until = super::later(Instant::now(), duration);
         let mut state = lock(&self.inner.accounts);
         let slots = state.entry(account.clone()).or_default();
         let current = match model {

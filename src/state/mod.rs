@@ -372,3 +372,12 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Ok(Vec::new())))
     }
 }
+
+/// `now + duration`, saturating at about thirty years ahead: a TTL,
+/// cooldown or deadline of `Duration::MAX` means "never" and must not
+/// panic on overflow.
+pub(crate) fn later(now: tokio::time::Instant, duration: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    now.checked_add(duration.min(FAR))
+        .unwrap_or_else(|| now + Duration::from_secs(24 * 3600))
+}
