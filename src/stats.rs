@@ -150,6 +150,7 @@ impl RuntimeStats {
 }
 
 impl Cell {
+    #[inline]
     fn snapshot(&self) -> AccountStats {
         let ttft = f64::from_bits(self.ttft_ms.load(Ordering::Relaxed));
         AccountStats {
@@ -167,7 +168,15 @@ pub struct StatsHandle(Arc<Cell>);
 
 impl StatsHandle {
     /// What is known now.
+    #[inline]
     pub fn get(&self) -> AccountStats {
         self.0.snapshot()
+    }
+
+    /// When it was last chosen (see [`AccountStats::last_used`]): all that
+    /// load-aware ranking reads.
+    #[inline]
+    pub fn last_used(&self) -> u64 {
+        self.0.last_used.load(Ordering::Relaxed)
     }
 }

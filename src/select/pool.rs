@@ -83,6 +83,7 @@ impl AccountPool {
     }
 
     /// The ranking fields of the account at `index`.
+    #[inline]
     pub(crate) fn hot(&self, index: usize) -> AccountHot {
         self.hot[index]
     }
@@ -130,6 +131,11 @@ impl AccountPool {
     /// The account with this id.
     pub fn get(&self, id: &AccountId) -> Option<&Arc<Account>> {
         self.by_id.get(id).map(|&i| &self.accounts[i])
+    }
+
+    /// The pool position of the account with this id.
+    pub(crate) fn index_of(&self, id: &AccountId) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     /// Accounts that can serve `model` at `endpoint` for a caller in

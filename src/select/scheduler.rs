@@ -415,14 +415,32 @@ impl Scheduler {
             .loads(&ids, Some(req.model))
             .await
             .map_err(state_error)?;
-        let candidates: Vec<Candidate> = indexes
-            .iter()
-            .zip(loads)
-            .map(|(&i, load)| {
-                Candidate::new(&all[i], inner.pool.hot(i), load, inner.handles[i].get())
-            })
-            .collect();
         let policy = self.policy(req.endpoint);
+        let n = indexes.len();
+        // The k-th candidate alone: the common paths (a sticky hit, the
+        // load-aware pick) need one, and the full list costs a copy of
+        // every account's state.
+        let candidate = |k: usize| {
+            let i = indexes[k];
+            Candidate::new(
+                &all[i],
+                inner.pool.hot(i),
+                loads[k].clone(),
+                inner.handles[i].get(),
+            )
+        };
+        let load_skew = || {
+            rank::load_skew_of(
+                indexes
+                    .iter()
+                    .zip(&loads)
+                    .map(|(&i, load)| rank::load_rate(&inner.pool.hot(i), load)),
+            )
+        };
+        let position = |id: &AccountId| {
+            let at = inner.pool.index_of(id)?;
+            indexes.iter().position(|&i| i == at)
+        };
 
         // Layer 1 (scored policy): the account that made the previous response.
         if policy == SelectionPolicy::ScoredTopK {
@@ -432,14 +450,12 @@ impl Scheduler {
                     .response_get(previous)
                     .await
                     .map_err(state_error)?;
-                if let Some(c) =
-                    bound.and_then(|id| candidates.iter().find(|c| *c.account.id() == id))
-                {
+                if let Some(c) = bound.and_then(|id| position(&id)).map(candidate) {
                     if let Some(selection) = self
                         .take_or_wait(
                             req,
-                            c,
-                            &candidates,
+                            &c,
+                            (n, load_skew()),
                             DecisionLayer::PreviousResponse,
                             started,
                             true,
@@ -467,10 +483,17 @@ impl Scheduler {
                 .await
                 .map_err(state_error)?
             {
-                match candidates.iter().find(|c| *c.account.id() == id) {
-                    Some(c) if self.healthy(c, &candidates) => {
+                match position(&id) {
+                    Some(k) if self.healthy(&candidate(k), indexes[k], &indexes) => {
                         if let Some(selection) = self
-                            .take_or_wait(req, c, &candidates, DecisionLayer::Sticky, started, true)
+                            .take_or_wait(
+                                req,
+                                &candidate(k),
+                                (n, load_skew()),
+                                DecisionLayer::Sticky,
+                                started,
+                                true,
+                            )
                             .await?
                         {
                             return Ok(selection);
@@ -492,25 +515,26 @@ impl Scheduler {
         }
 
         // Layer 3: the policy's order, tier by tier when the chain is on.
-        // Load-aware without tiers tries its best candidate first, found in
-        // one pass; the full order is computed only if that slot is gone.
+        // Load-aware without tiers tries its best account first, found in
+        // one pass over the loads; the candidate list and the full order
+        // are built only if that slot is gone.
         let tiered =
             inner.config.tier_fallback_chain && req.endpoint.platform() == Platform::Anthropic;
         if policy == SelectionPolicy::LoadAware && !tiered {
-            if let Some(i) = rank::load_aware_first(&candidates) {
-                let c = &candidates[i];
-                if let Some(slot) = self.try_take(c).await? {
-                    let skew = rank::load_skew(&candidates);
-                    let n = candidates.len();
+            let keys = indexes.iter().zip(&loads).map(|(&i, load)| {
+                rank::load_aware_key(&inner.pool.hot(i), load, inner.handles[i].last_used())
+            });
+            if let Some(c) = rank::load_aware_first(keys).map(candidate) {
+                if let Some(slot) = self.try_take(&c).await? {
                     return Ok(self
                         .finish(
                             req,
-                            c,
+                            &c,
                             slot,
                             DecisionLayer::LoadBalance,
                             n,
                             n,
-                            skew,
+                            load_skew(),
                             None,
                             started,
                         )
@@ -518,6 +542,7 @@ impl Scheduler {
                 }
             }
         }
+        let candidates: Vec<Candidate> = (0..n).map(candidate).collect();
         let (order, top_k, load_skew) = self.order(req, &candidates, policy);
         for &i in &order {
             let c = &candidates[i];
@@ -607,35 +632,39 @@ impl Scheduler {
         })
     }
 
-    /// Whether a sticky account is still fit to keep its sessions: its
-    /// error rate and first-token time are not far worse than the pool's.
-    fn healthy(&self, c: &Candidate<'_>, all: &[Candidate<'_>]) -> bool {
+    /// Whether a sticky account (`c`, at pool position `own`) is still fit
+    /// to keep its sessions: its error rate and first-token time are not
+    /// far worse than those of the other candidates (pool positions
+    /// `indexes`).
+    fn healthy(&self, c: &Candidate<'_>, own: usize, indexes: &[usize]) -> bool {
         if c.load.cooldown.is_some() {
             return false;
         }
-        let config = &self.inner.config;
+        let inner = &self.inner;
+        let config = &inner.config;
         // Compared with the others: a lone account is never "worse".
-        let others = all.len().saturating_sub(1);
+        let others = indexes.len().saturating_sub(1);
         if others == 0 {
             return true;
         }
-        let total_error: f64 = all.iter().map(|o| o.stats.error_rate).sum();
-        let mean_error = (total_error - c.stats.error_rate) / others as f64;
-        if c.stats.error_rate > mean_error + config.sticky_error_rate_margin {
+        let mut total_error = 0.0;
+        // Collected only when there is a first-token time to compare.
+        let mut ttfts = Vec::new();
+        for &i in indexes.iter().filter(|&&i| i != own) {
+            let stats = inner.handles[i].get();
+            total_error += stats.error_rate;
+            if let (Some(_), Some(t)) = (c.stats.ttft_ms, stats.ttft_ms) {
+                ttfts.push(t);
+            }
+        }
+        if c.stats.error_rate > total_error / others as f64 + config.sticky_error_rate_margin {
             return false;
         }
-        if let Some(own) = c.stats.ttft_ms {
-            let mut ttfts: Vec<f64> = all
-                .iter()
-                .filter(|o| o.account.id() != c.account.id())
-                .filter_map(|o| o.stats.ttft_ms)
-                .collect();
-            if !ttfts.is_empty() {
-                let mid = ttfts.len() / 2;
-                let (_, median, _) = ttfts.select_nth_unstable_by(mid, f64::total_cmp);
-                if own > *median * config.sticky_ttft_factor {
-                    return false;
-                }
+        if let (Some(own), false) = (c.stats.ttft_ms, ttfts.is_empty()) {
+            let mid = ttfts.len() / 2;
+            let (_, median, _) = ttfts.select_nth_unstable_by(mid, f64::total_cmp);
+            if own > *median * config.sticky_ttft_factor {
+                return false;
             }
         }
         true
@@ -714,7 +743,7 @@ impl Scheduler {
         &self,
         req: &SelectRequest<'_>,
         c: &Candidate<'_>,
-        all: &[Candidate<'_>],
+        (candidates, load_skew): (usize, f64),
         layer: DecisionLayer,
         started: Instant,
         may_wait: bool,
@@ -725,15 +754,7 @@ impl Scheduler {
         if let Some(slot) = self.try_take(c).await? {
             return Ok(Some(
                 self.finish(
-                    req,
-                    c,
-                    slot,
-                    layer,
-                    all.len(),
-                    all.len(),
-                    rank::load_skew(all),
-                    None,
-                    started,
+                    req, c, slot, layer, candidates, candidates, load_skew, None, started,
                 )
                 .await,
             ));
@@ -751,18 +772,9 @@ impl Scheduler {
             return Ok(None);
         };
         let waited = Some(wait_started.elapsed());
-        let skew = rank::load_skew(all);
         Ok(Some(
             self.finish(
-                req,
-                c,
-                slot,
-                layer,
-                all.len(),
-                all.len(),
-                skew,
-                waited,
-                started,
+                req, c, slot, layer, candidates, candidates, load_skew, waited, started,
             )
             .await,
         ))

@@ -78,6 +78,39 @@ fn scores_follow_the_weighted_factors() {
 }
 
 #[test]
+fn the_load_aware_pick_is_the_first_with_room_in_load_aware_order() {
+    // Priorities, loads and last uses with ties; some full (concurrency 10).
+    let candidates: Vec<Candidate> = (0..60u32)
+        .map(|i| {
+            candidate(
+                &format!("a{i:02}"),
+                (i * 7 % 3) as i32,
+                i * 11 % 12,
+                u64::from(i * 5 % 4),
+            )
+        })
+        .collect();
+    let keys = candidates
+        .iter()
+        .map(|c| load_aware_key(&c.hot, &c.load, c.stats.last_used));
+    let expected = load_aware_order(&candidates)
+        .into_iter()
+        .find(|&i| candidates[i].has_room());
+    assert!(expected.is_some());
+    assert_eq!(load_aware_first(keys), expected);
+    let full: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| !c.has_room())
+        .cloned()
+        .collect();
+    assert!(!full.is_empty());
+    let keys = full
+        .iter()
+        .map(|c| load_aware_key(&c.hot, &c.load, c.stats.last_used));
+    assert_eq!(load_aware_first(keys), None, "no room anywhere");
+}
+
+#[test]
 fn scored_top_k_keeps_the_k_best() {
     let candidates: Vec<Candidate> = (0..20)
         .map(|i| candidate(&format!("a{i:02}"), 1, i, 0))
@@ -93,6 +126,33 @@ fn scored_top_k_keeps_the_k_best() {
         scored,
         "same seed, same order"
     );
+}
+
+#[test]
+fn the_k_best_are_the_first_k_of_a_full_sort_for_small_and_large_k() {
+    // Priorities, loads and queues with many ties, in a scrambled order.
+    let candidates: Vec<Candidate> = (0..100u32)
+        .map(|i| {
+            let mut c = candidate(&format!("a{i:03}"), (i * 7 % 3) as i32, i * 13 % 9, 0);
+            c.load.waiting = i * 5 % 4;
+            c
+        })
+        .collect();
+    let weights = ScoreWeights::default();
+    let scale = ScoreScale::of(&candidates);
+    let mut all: Vec<_> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| rank_key(c, scale.score(c, &weights), i))
+        .collect();
+    all.sort_unstable();
+    for k in [1, 2, 5, SMALL_TOP_K, SMALL_TOP_K + 1, 99, 100] {
+        let kept: Vec<_> = top_k_keys(&candidates, &weights, k)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(kept, all[..k], "k = {k}");
+    }
 }
 
 #[test]
