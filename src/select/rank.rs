@@ -214,11 +214,14 @@ pub(crate) fn scores(candidates: &[Candidate<'_>], weights: &ScoreWeights) -> Ve
     candidates.iter().map(|c| scale.score(c, weights)).collect()
 }
 
+/// Score (inverted), priority, load rate, queue, position.
+type RankKey = (i64, i32, u32, u32, usize);
+
 /// The sort key of candidate `i`: score (higher first), then priority,
 /// load, queue, and pool order for a total order. Plain integers, so
 /// ranking 1,000 candidates compares without following a pointer or
 /// comparing strings.
-fn rank_key(c: &Candidate<'_>, score: f64, i: usize) -> (i64, i32, u32, u32, usize) {
+fn rank_key(c: &Candidate<'_>, score: f64, i: usize) -> RankKey {
     // `total_cmp`'s order as an integer, inverted so that higher scores
     // sort first.
     let bits = score.to_bits() as i64;
@@ -235,7 +238,7 @@ fn top_k_keys(
     candidates: &[Candidate<'_>],
     weights: &ScoreWeights,
     k: usize,
-) -> Vec<((i64, i32, u32, u32, usize), f64)> {
+) -> Vec<(RankKey, f64)> {
     let scale = ScoreScale::of(candidates);
     let keyed = candidates.iter().enumerate().map(|(i, c)| {
         let score = scale.score(c, weights);
@@ -247,12 +250,12 @@ fn top_k_keys(
             keys.select_nth_unstable_by(k - 1, |a, b| a.0.cmp(&b.0));
             keys.truncate(k);
         }
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.sort_unstable_by_key(|&(key, _)| key);
         return keys;
     }
     // One pass and no list of all keys: most candidates lose to the
     // current K-th best on one comparison.
-    let mut best: Vec<((i64, i32, u32, u32, usize), f64)> = Vec::with_capacity(k + 1);
+    let mut best: Vec<(RankKey, f64)> = Vec::with_capacity(k + 1);
     for (key, score) in keyed {
         if best.len() == k {
             if best.last().is_some_and(|(worst, _)| key >= *worst) {
