@@ -13,7 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use support::{account, messages_body, send, Answer, CLIENT_KEY};
+use support::{
+    account, accounts, eventually_async, messages_body, send, session_body, session_id, Answer,
+    CLIENT_KEY,
+};
 use tokio::task::JoinHandle;
 use tower_llm_relay::mock::{Fault, FaultPlan, MockUpstream};
 use tower_llm_relay::state::redis::{OnRedisError, RedisStore};
@@ -67,17 +70,6 @@ impl Replica {
     }
 }
 
-/// A replica's store. The timeout is generous: these tests share two
-/// cores, and a slow answer would fall back to replica memory, which is
-/// what the failure tests check, not these.
-fn store(redis: &RedisServer) -> RedisStore {
-    RedisStore::builder(redis.url())
-        .timeout(Duration::from_secs(2))
-        .lease_ttl(Duration::from_secs(2))
-        .build()
-        .expect("redis url")
-}
-
 async fn slow_upstream() -> MockUpstream {
     MockUpstream::builder()
         .stream_deltas(10)
@@ -85,57 +77,6 @@ async fn slow_upstream() -> MockUpstream {
         .start()
         .await
         .expect("mock starts")
-}
-
-fn accounts(ids: &[&str], concurrency: u32) -> String {
-    let mut toml = String::new();
-    for id in ids {
-        toml += &account(
-            id,
-            "anthropic",
-            "api_key",
-            &format!("sk-ant-{id}"),
-            "{base}",
-        );
-        toml += &format!("concurrency = {concurrency}\n");
-    }
-    toml
-}
-
-fn session_body(session: &str, stream: bool) -> String {
-    serde_json::json!({
-        "model": "claude-sonnet-4-5",
-        "stream": stream,
-        "max_tokens": 16,
-        "metadata": {"user_id": format!("session_{session}")},
-        "messages": [{"role": "user", "content": "hello"}],
-    })
-    .to_string()
-}
-
-fn served_by(answer: &Answer) -> String {
-    answer.headers["x-relay-account"]
-        .to_str()
-        .expect("ascii")
-        .to_owned()
-}
-
-/// Polls `check` until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -192,7 +133,7 @@ async fn conformance(store: Arc<dyn StateStore>) {
         .await
         .expect("the release wakes the signal");
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually_async(Duration::from_secs(1), || async {
             in_flight(s, &a).await == 1
         })
         .await
@@ -200,7 +141,7 @@ async fn conformance(store: Arc<dyn StateStore>) {
     let three = s.try_acquire(&a, limits).await.unwrap().expect("freed");
     drop((two, three));
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually_async(Duration::from_secs(1), || async {
             in_flight(s, &a).await == 0
         })
         .await
@@ -224,7 +165,7 @@ async fn conformance(store: Arc<dyn StateStore>) {
     assert_eq!(s.loads(&[&b], None).await.unwrap()[0].waiting, 2);
     drop(t1);
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually_async(Duration::from_secs(1), || async {
             s.loads(&[&b], None).await.unwrap()[0].waiting == 1
         })
         .await
@@ -308,7 +249,7 @@ async fn conformance(store: Arc<dyn StateStore>) {
         .is_none());
     drop(held);
     assert!(
-        eventually(Duration::from_secs(1), || async {
+        eventually_async(Duration::from_secs(1), || async {
             s.refresh_lock(&a, Duration::from_secs(10))
                 .await
                 .unwrap()
@@ -327,7 +268,7 @@ async fn memory_store_passes_the_state_store_suite() {
 #[tokio::test]
 async fn redis_store_passes_the_state_store_suite() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    let store = redis.store();
     conformance(Arc::new(store.clone())).await;
     assert!(!store.is_degraded());
 }
@@ -339,7 +280,7 @@ async fn the_concurrency_limit_holds_across_two_replicas() {
     let redis = RedisServer::start();
     let mock = slow_upstream().await;
     let extra = accounts(&["solo"], 2);
-    let (store_a, store_b) = (store(&redis), store(&redis));
+    let (store_a, store_b) = (redis.store(), redis.store());
     let a = Arc::new(Replica::start(&mock, &extra, &store_a).await);
     let b = Arc::new(Replica::start(&mock, &extra, &store_b).await);
     let mut tasks = Vec::new();
@@ -347,7 +288,7 @@ async fn the_concurrency_limit_holds_across_two_replicas() {
         let replica = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
             replica
-                .call("/v1/messages", &session_body(&format!("{i:032x}"), true))
+                .call("/v1/messages", &session_body(&session_id(i), true))
                 .await
         }));
     }
@@ -368,15 +309,15 @@ async fn a_session_bound_by_one_replica_is_honoured_by_the_other() {
     let redis = RedisServer::start();
     let mock = MockUpstream::start().await.unwrap();
     let extra = accounts(&["x1", "x2", "x3"], 4);
-    let a = Replica::start(&mock, &extra, &store(&redis)).await;
-    let b = Replica::start(&mock, &extra, &store(&redis)).await;
+    let a = Replica::start(&mock, &extra, &redis.store()).await;
+    let b = Replica::start(&mock, &extra, &redis.store()).await;
     for i in 0..6 {
-        let body = session_body(&format!("{i:032x}"), false);
+        let body = session_body(&session_id(i), false);
         let first = a.call("/v1/messages", &body).await;
         assert_eq!(first.status, 200, "{}", first.text());
         for _ in 0..3 {
             let again = b.call("/v1/messages", &body).await;
-            assert_eq!(served_by(&again), served_by(&first), "session {i}");
+            assert_eq!(again.served_by(), first.served_by(), "session {i}");
         }
     }
 }
@@ -397,18 +338,18 @@ async fn a_cooldown_set_by_one_replica_is_seen_by_the_other() {
             retry_after: Some(30),
         }),
     );
-    let a = Replica::start(&mock, &extra, &store(&redis)).await;
-    let b = Replica::start(&mock, &extra, &store(&redis)).await;
+    let a = Replica::start(&mock, &extra, &redis.store()).await;
+    let b = Replica::start(&mock, &extra, &redis.store()).await;
     let first = a
         .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
         .await;
     assert_eq!(first.status, 200, "{}", first.text());
-    assert_eq!(served_by(&first), "spare");
+    assert_eq!(first.served_by(), "spare");
     for _ in 0..3 {
         let answer = b
             .call("/v1/messages", &messages_body("claude-sonnet-4-5", false))
             .await;
-        assert_eq!(served_by(&answer), "spare");
+        assert_eq!(answer.served_by(), "spare");
     }
     let to_hot = mock
         .received()
@@ -425,8 +366,8 @@ async fn a_cooldown_set_by_one_replica_is_seen_by_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_on_one_replica_wakes_when_another_releases() {
     let redis = RedisServer::start();
-    let releaser = store(&redis);
-    let waiter = store(&redis);
+    let releaser = redis.store();
+    let waiter = redis.store();
     let id = AccountId::from("wake");
     let limits = SlotLimits {
         concurrency: 1,
@@ -461,7 +402,7 @@ async fn a_waiter_on_one_replica_wakes_when_another_releases() {
         delays.push(released.elapsed());
         drop(mine);
         assert!(
-            eventually(Duration::from_secs(1), || async {
+            eventually_async(Duration::from_secs(1), || async {
                 in_flight(&releaser, &id).await == 0
             })
             .await
@@ -510,7 +451,7 @@ fn a_crashed_replicas_leases_expire_and_a_live_ones_are_renewed() {
         assert!(live.try_acquire(&id, limits).await.unwrap().is_none());
         let crashed_at = Instant::now();
         assert!(
-            eventually(ttl + Duration::from_secs(1), || async {
+            eventually_async(ttl + Duration::from_secs(1), || async {
                 in_flight(&live, &id).await == 0
             })
             .await,
@@ -523,7 +464,7 @@ fn a_crashed_replicas_leases_expire_and_a_live_ones_are_renewed() {
         assert_eq!(in_flight(&live, &id).await, 1, "renewed, not expired");
         drop(held);
         assert!(
-            eventually(Duration::from_secs(1), || async {
+            eventually_async(Duration::from_secs(1), || async {
                 in_flight(&live, &id).await == 0
             })
             .await
@@ -588,7 +529,7 @@ async fn fail_open_keeps_serving_through_a_redis_restart_and_converges() {
         concurrency: 4,
         rpm: None,
     };
-    let back = eventually(Duration::from_secs(10), || async {
+    let back = eventually_async(Duration::from_secs(10), || async {
         let _ = shared.loads(&[&id], None).await;
         !shared.is_degraded()
     })
@@ -600,7 +541,7 @@ async fn fail_open_keeps_serving_through_a_redis_restart_and_converges() {
         .await
         .unwrap()
         .expect("room");
-    let other = store(&redis);
+    let other = redis.store();
     assert_eq!(in_flight(&other, &id).await, 1);
     drop(slot);
     for _ in 0..5 {
@@ -645,7 +586,7 @@ async fn fail_closed_answers_503_in_format_within_the_timeout() {
     assert_eq!(answer.json()["error"]["code"], "state_unavailable");
 
     redis.restart();
-    let ok = eventually(Duration::from_secs(10), || async {
+    let ok = eventually_async(Duration::from_secs(10), || async {
         replica.call("/v1/messages", &body).await.status == 200
     })
     .await;
@@ -671,9 +612,9 @@ async fn two_replicas_refreshing_one_account_spend_its_refresh_token_once() {
         unix_now() + 60
     );
     let replicas = [
-        Arc::new(Replica::start(&mock, &extra, &store(&redis)).await),
-        Arc::new(Replica::start(&mock, &extra, &store(&redis)).await),
-        Arc::new(Replica::start(&mock, &extra, &store(&redis)).await),
+        Arc::new(Replica::start(&mock, &extra, &redis.store()).await),
+        Arc::new(Replica::start(&mock, &extra, &redis.store()).await),
+        Arc::new(Replica::start(&mock, &extra, &redis.store()).await),
     ];
     let mut tasks = Vec::new();
     for i in 0..30 {
@@ -718,7 +659,7 @@ async fn selection_round_trip_latency_redis_against_memory() {
         rpm: None,
     };
     let memory: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
-    let shared: Arc<dyn StateStore> = Arc::new(store(&redis));
+    let shared: Arc<dyn StateStore> = Arc::new(redis.store());
     for (name, s) in [("memory", memory), ("redis", shared)] {
         let mut times = Vec::new();
         for i in 0..300 {
@@ -769,16 +710,13 @@ async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
         let req = http::Request::post(proxy.url("/v1/messages"))
             .header("x-api-key", CLIENT_KEY)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(session_body(
-                &format!("{i:032x}"),
-                true,
-            ))))
+            .body(Full::new(Bytes::from(session_body(&session_id(i), true))))
             .unwrap();
         let response = support::open(req).await;
         assert_eq!(response.status(), 200);
         streams.push(response);
     }
-    let observer = store(&redis);
+    let observer = redis.store();
     let id = AccountId::from("held");
     assert_eq!(
         in_flight(&observer, &id).await,
@@ -789,7 +727,7 @@ async fn a_sigkilled_proxys_slots_come_back_within_the_lease_ttl() {
     let _ = proxy.child.wait();
     let killed = Instant::now();
     drop(streams);
-    let freed = eventually(Duration::from_secs(2), || async {
+    let freed = eventually_async(Duration::from_secs(2), || async {
         in_flight(&observer, &id).await == 0
     })
     .await;

@@ -30,8 +30,10 @@ pin_project! {
     /// `data: <json>`, with the given model name in `message_start` and
     /// Bedrock's invocation metrics removed. An exception frame becomes an
     /// Anthropic `event: error` and ends the stream. A frame that fails its
-    /// checksum, or a stream that ends inside a frame, ends the body with an
-    /// error. No frame byte is ever passed on.
+    /// checksum, a stream that ends inside a frame, or an event that is not
+    /// UTF-8 JSON with a non-empty, one-line `type` ends the body with an
+    /// error. An event's JSON goes out on one `data:` line. No frame byte
+    /// is ever passed on.
     pub struct EventStreamBody {
         #[pin]
         inner: RelayBody,
@@ -222,11 +224,20 @@ fn translate(message: &Message, model: &str) -> Result<Translated, BoxError> {
     }
     let chunk: Chunk<'_> = serde_json::from_slice(&message.payload)?;
     let event = base64::engine::general_purpose::STANDARD.decode(chunk.bytes.as_bytes())?;
-    let kind = serde_json::from_slice::<Typed<'_>>(&event)?
+    // SSE is UTF-8, the event may go out as it came, and serde_json does
+    // not check the UTF-8 of the fields it skips.
+    let kind = serde_json::from_str::<Typed<'_>>(std::str::from_utf8(&event)?)?
         .kind
         .into_owned();
+    // The type becomes the `event:` line, which must stay one line.
+    if kind.is_empty() || kind.contains(['\r', '\n']) {
+        return Err("a Bedrock event's type is not an SSE event name".into());
+    }
+    // JSON may break lines between its tokens, a `data:` line may not:
+    // such an event is written again on one line (Bedrock's never need it).
     let rewrite = kind == "message_start"
-        || memchr::memmem::find(&event, INVOCATION_METRICS.as_bytes()).is_some();
+        || memchr::memmem::find(&event, INVOCATION_METRICS.as_bytes()).is_some()
+        || memchr::memchr2(b'\n', b'\r', &event).is_some();
     if !rewrite {
         // The common case, every delta: the event's JSON as Bedrock sent it.
         return Ok(Translated::Event(sse(&kind, &event)));
@@ -526,6 +537,56 @@ mod tests {
             out,
             format!("event: content_block_delta\ndata: {event}\n\n")
         );
+    }
+
+    #[tokio::test]
+    async fn an_event_with_line_breaks_is_sent_on_one_data_line() {
+        // Found by tests/fuzz_eventstream.rs: a pretty-printed event went
+        // out as it came, its lines breaking the SSE event apart.
+        let event = json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a\nb"}});
+        for text in [
+            serde_json::to_string_pretty(&event).unwrap(),
+            format!("{event}\r\n"),
+        ] {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&text);
+            let frame = encode(
+                &[(":event-type", "chunk"), (":message-type", "event")],
+                json!({ "bytes": b64 }).to_string().as_bytes(),
+            );
+            let out = text_of(frame).await.unwrap();
+            assert_eq!(
+                out,
+                format!("event: content_block_delta\ndata: {event}\n\n"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_type_that_is_no_sse_event_name_fails_the_body() {
+        for kind in ["content_block_delta\n\nevent: message_stop", "a\rb", ""] {
+            let event = json!({"type": kind});
+            let out = text_of(chunk(&event)).await;
+            assert!(out.is_err(), "{kind:?}: {out:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_that_is_not_utf8_fails_the_body() {
+        // Found by tests/fuzz_eventstream.rs: valid JSON but for the UTF-8
+        // of a field the relay does not read went out as it came.
+        let event = b"{\"type\":\"ping\",\"x\":\"\xff\"}";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(event);
+        let frame = encode(
+            &[(":event-type", "chunk"), (":message-type", "event")],
+            json!({ "bytes": b64 }).to_string().as_bytes(),
+        );
+        let out = text_of(frame).await;
+        assert!(out.is_err(), "{out:?}");
+    }
+
+    async fn text_of(frame: Bytes) -> Result<String, BoxError> {
+        text(EventStreamBody::new(stream_of(vec![frame], 7), "m")).await
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@ pub mod fuzz;
 pub mod proxy_process;
 pub mod redis_server;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -19,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinHandle;
 use tower_llm_relay::config::Config;
 use tower_llm_relay::mock::MockUpstream;
+use tower_llm_relay::state::{MemoryStore, StateStore};
 use tower_llm_relay::usage::{ChannelSink, UsageReceiver};
 use tower_llm_relay::RelayBuilder;
 
@@ -92,15 +95,20 @@ impl Harness {
 
     /// As [`Harness::with_mock`], also returning the relay's state store
     /// so a test can look at slots and cooldowns.
-    pub async fn with_store(
+    pub async fn with_store(mock: MockUpstream, extra: &str) -> (Harness, MemoryStore) {
+        let store = MemoryStore::new();
+        let h = Self::with_state(mock, extra, Arc::new(store.clone())).await;
+        (h, store)
+    }
+
+    /// As [`Harness::with_mock`], with the relay's state in `store`.
+    pub async fn with_state(
         mock: MockUpstream,
         extra: &str,
-    ) -> (Harness, tower_llm_relay::state::MemoryStore) {
-        let store = tower_llm_relay::state::MemoryStore::new();
-        let builder = config_for(&mock, extra)
-            .relay_builder()
-            .state(std::sync::Arc::new(store.clone()));
-        (Self::serve(mock, builder).await, store)
+        store: Arc<dyn StateStore>,
+    ) -> Harness {
+        let builder = config_for(&mock, extra).relay_builder().state(store);
+        Self::serve(mock, builder).await
     }
 
     /// A mock and a relay built by `builder`.
@@ -167,6 +175,13 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The account that served it (`x-relay-account`).
+    pub fn served_by(&self) -> &str {
+        self.headers["x-relay-account"]
+            .to_str()
+            .expect("ascii account id")
+    }
 }
 
 /// A client for 127.0.0.1.
@@ -209,6 +224,46 @@ pub fn messages_body(model: &str, stream: bool) -> String {
     .to_string()
 }
 
+/// The TOML of Anthropic API-key accounts `ids`, each with credential
+/// `sk-ant-<id>` and `concurrency`, at the mock (`{base}`).
+pub fn accounts(ids: &[&str], concurrency: u32) -> String {
+    let mut toml = String::new();
+    for id in ids {
+        toml += &account(
+            id,
+            "anthropic",
+            "api_key",
+            &format!("sk-ant-{id}"),
+            "{base}",
+        );
+        toml += &format!("concurrency = {concurrency}\n");
+    }
+    toml
+}
+
+/// A session id the session hash takes as it is: uuid-shaped (36
+/// characters of lowercase hex and dashes), distinct for each `n`.
+pub fn session_id(n: u64) -> String {
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        n >> 48,
+        n & 0xffff_ffff_ffff
+    )
+}
+
+/// A Messages request body of `session` (see [`session_id`]), named in
+/// `metadata.user_id` as Claude Code does.
+pub fn session_body(session: &str, stream: bool) -> String {
+    serde_json::json!({
+        "model": "claude-sonnet-4-5",
+        "stream": stream,
+        "max_tokens": 16,
+        "metadata": {"user_id": format!("user_test_account__session_{session}")},
+        "messages": [{"role": "user", "content": "hello"}],
+    })
+    .to_string()
+}
+
 /// A Chat Completions request body.
 pub fn chat_body(model: &str, stream: bool) -> String {
     serde_json::json!({
@@ -228,4 +283,22 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     check()
+}
+
+/// Polls the async `check` until it holds or `within` passes.
+pub async fn eventually_async<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

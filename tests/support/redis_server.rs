@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tower_llm_relay::state::RedisStore;
+
 /// A `redis-server` on a free loopback port, killed when dropped.
 pub struct RedisServer {
     pub port: u16,
@@ -60,6 +62,18 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A store on this server: one relay replica's view. The timeout is
+    /// generous: tests share two cores, and a slow answer would fall back
+    /// to the replica's memory, which the failure tests check, not the
+    /// others.
+    pub fn store(&self) -> RedisStore {
+        RedisStore::builder(self.url())
+            .timeout(Duration::from_secs(2))
+            .lease_ttl(Duration::from_secs(2))
+            .build()
+            .expect("redis url")
     }
 
     /// SIGKILL, as a crash would.
