@@ -62,6 +62,18 @@ async fn accounts_never_exceed_their_concurrency_under_64_concurrent_requests() 
             peak >= 2,
             "{key} was never busy ({peak}): load did not spread"
         );
+        // Waiters spread too: when they all queued on the first account,
+        // it served ~60 of the 64 while the other's slots sat free.
+        let served = h
+            .mock
+            .received()
+            .iter()
+            .filter(|r| r.credential.as_deref() == Some(key))
+            .count();
+        assert!(
+            (20..=44).contains(&served),
+            "{key} served {served} of 64: the waiters piled onto one account"
+        );
     }
     assert_eq!(h.mock.request_count(), 64);
 }

@@ -572,7 +572,26 @@ impl Scheduler {
             .copied()
             .filter(|&i| candidates[i].load.cooldown.is_none())
             .collect();
-        let Some(&best) = waitable.first() else {
+        // Wait where the queue is shortest for the account's size (within
+        // the first tier and priority): a burst's waiters spread over the
+        // accounts instead of all queueing on the first one while the
+        // others' slots free up unused.
+        let best = waitable
+            .iter()
+            .enumerate()
+            .min_by_key(|&(at, &i)| {
+                let c = &candidates[i];
+                let tier = if tiered {
+                    rank::tier(c.account.account_type())
+                } else {
+                    0
+                };
+                let queued = c.load.in_flight.saturating_add(c.load.waiting);
+                let queue_rate = queued.saturating_mul(100) / c.hot.concurrency.max(1);
+                (tier, c.hot.priority, queue_rate, at)
+            })
+            .map(|(_, &i)| i);
+        let Some(best) = best else {
             return self.cooling(req, &candidates).await;
         };
         let c = &candidates[best];
