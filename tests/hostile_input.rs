@@ -381,6 +381,17 @@ async fn a_body_shorter_than_its_content_length_never_reaches_the_upstream() {
     );
     assert!(began.elapsed() >= Duration::from_millis(900));
 
+    // The same over HTTP/2: the stream is answered 400 (static index 12).
+    let mut h2 = H2::connect(&proxy).await;
+    h2.send_headers(1, &[("x-api-key", KEY.as_bytes())], false)
+        .await;
+    h2.send_data(1, &body.as_bytes()[..20], false).await;
+    let answer = h2.answer(1).await;
+    assert!(
+        matches!(answer, H2Answer::Headers(ref block) if block.first() == Some(&0x8c)),
+        "a stalled HTTP/2 body was answered {answer:?}"
+    );
+
     assert_eq!(
         mock.request_count(),
         1,
