@@ -50,6 +50,34 @@ pub(crate) fn top_level_value_span(json: &[u8], key: &str) -> Option<Range<usize
     None
 }
 
+/// Whether `json` nests arrays and objects more than `limit` deep. `json`
+/// must be valid JSON (the caller parsed it already).
+pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => match string_end(json, i) {
+                Some(end) => {
+                    i = end;
+                    continue;
+                }
+                None => return false,
+            },
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The index just past the string starting at `start` (a `"`).
 fn string_end(json: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
@@ -144,6 +172,14 @@ pub(crate) fn find_model_value(json: &[u8], from: &[u8]) -> Option<Range<usize>>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        use super::nests_deeper_than;
+        assert!(!nests_deeper_than(br#"{"a":[[1]],"b":"[[[[[["}"#, 3));
+        assert!(nests_deeper_than(br#"{"a":[[{"b":1}]]}"#, 3));
+        assert!(!nests_deeper_than(br#"{"a":"\"[[[[","b":[]}"#, 2));
+    }
+
     use super::*;
 
     #[test]

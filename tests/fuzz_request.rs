@@ -212,6 +212,15 @@ fn json_nested_ten_thousand_deep_is_a_400_not_a_stack_overflow() {
             format!(r#"{{"model":"m","messages":[],"unknown":{nest}}}"#),
         ] {
             check(body.as_bytes(), &None).expect("no panic");
+            for endpoint in ENDPOINTS {
+                assert!(
+                    matches!(
+                        ParsedRequest::parse(endpoint, body.as_bytes()),
+                        Err(RelayError::InvalidRequest(_))
+                    ),
+                    "{endpoint:?} took JSON nested 10,000 deep"
+                );
+            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod demo;
+mod idle;
 mod metrics;
 mod reload;
 mod server;

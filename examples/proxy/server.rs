@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tower_llm_relay::config::Config;
 
+use crate::idle::{FirstBytes, IdleBody};
 use crate::reload::LiveRelay;
 
 /// hyper refuses read buffers smaller than this.
@@ -59,7 +63,12 @@ pub(crate) async fn serve(
     if let Some(path) = reload_from {
         crate::reload::on_sighup(live.clone(), path);
     }
-    let service = TowerToHyperService::new(router(config, &live));
+    let idle = config.idle_timeout;
+    // A body that stops arriving is cut off as an idle connection is.
+    let service = TowerToHyperService::new(
+        router(config, &live)
+            .map_request(move |req: Request<Incoming>| req.map(|body| IdleBody::new(body, idle))),
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -97,6 +106,8 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // hyper's head timer starts only once the protocol is known.
+        let stream = FirstBytes::new(stream, idle);
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
             .into_owned();

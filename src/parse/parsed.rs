@@ -6,6 +6,12 @@ use serde_json::value::RawValue;
 use crate::endpoint::Endpoint;
 use crate::error::RelayError;
 
+/// The deepest nesting of arrays and objects a body may have: serde_json's
+/// own limit, which the session hash meets when it parses the messages.
+/// The parser skips raw fields without one, and would otherwise forward a
+/// body nested 10,000 deep.
+const MAX_DEPTH: usize = 128;
+
 /// What the relay needs to know of a request body (request extension).
 ///
 /// Parsed once, by [`ParseRequest`](super::ParseRequest). Large parts
@@ -76,6 +82,11 @@ impl ParsedRequest {
                 format!("the request body is not valid JSON: {e}")
             })
         })?;
+        if crate::json::nests_deeper_than(body, MAX_DEPTH) {
+            return Err(invalid(&format!(
+                "the request body nests arrays and objects more than {MAX_DEPTH} deep"
+            )));
+        }
         match &fields.model {
             Some(serde_json::Value::String(m)) if !m.trim().is_empty() => {}
             Some(serde_json::Value::String(_)) => return Err(invalid("`model` must not be empty")),
