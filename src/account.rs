@@ -255,8 +255,14 @@ impl fmt::Debug for Credentials {
 /// assert!(account.serves_model("claude-sonnet-4-5"));
 /// assert_eq!(account.upstream_model("claude-sonnet-4-5"), "claude-sonnet-4-5-20250929");
 /// assert!(!format!("{account:?}").contains("sk-ant"));
+///
+/// let proxied = Account::builder("claude-2", Platform::Anthropic, Credentials::ApiKey(SecretString::from("k")))
+///     .proxy(Some("http://egress:hunter2@127.0.0.1:3128"))
+///     .build();
+/// assert!(format!("{proxied:?}").contains("http://[REDACTED]@127.0.0.1:3128"));
+/// assert!(!format!("{proxied:?}").contains("hunter2"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Account {
     id: AccountId,
     platform: Platform,
@@ -269,6 +275,35 @@ pub struct Account {
     models: ModelGlobs,
     model_mapping: HashMap<String, String>,
     proxy: Option<Arc<str>>,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("platform", &self.platform)
+            .field("credentials", &self.credentials)
+            .field("group", &self.group)
+            .field("base_url", &self.base_url)
+            .field("priority", &self.priority)
+            .field("concurrency", &self.concurrency)
+            .field("rpm", &self.rpm)
+            .field("models", &self.models)
+            .field("model_mapping", &self.model_mapping)
+            // The egress proxy URL may carry a password.
+            .field("proxy", &self.proxy.as_deref().map(redact_user_info))
+            .finish()
+    }
+}
+
+/// `scheme://[REDACTED]@host` for a URL with user info; others as they are.
+pub(crate) fn redact_user_info(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[REDACTED]{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 impl Account {

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_llm_relay::{ApiFormat, RelayError};
 
@@ -89,7 +90,12 @@ fn key_matches(headers: &HeaderMap, key: &SecretString) -> bool {
         .or_else(|| headers.get(header::AUTHORIZATION))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().strip_prefix("Bearer ").unwrap_or(v.trim()));
-    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(key.expose_secret().as_bytes())))
+    // Digests are of equal length, so the key's length does not show.
+    presented.is_some_and(|p| {
+        let p = Sha256::digest(p.as_bytes());
+        let key = Sha256::digest(key.expose_secret().as_bytes());
+        bool::from(p.as_slice().ct_eq(key.as_slice()))
+    })
 }
 
 async fn render(State(metrics): State<Metrics>, headers: HeaderMap) -> Response {

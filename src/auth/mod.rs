@@ -1,8 +1,10 @@
 //! Authenticates the client key and attaches its [`Principal`].
 //!
 //! The key comes from `x-api-key` or `Authorization: Bearer` (when both are
-//! sent, `x-api-key` wins). It is compared in constant time (see
-//! [`ClientKeys`]). On success both headers are removed, so no later layer
+//! sent, `x-api-key` wins). It is compared with every configured key, in
+//! constant time and without stopping at a match (see [`ClientKeys`]), so an
+//! unknown key costs the same as a known one. On success both headers are
+//! removed, so no later layer
 //! can forward the client's credential upstream; otherwise the answer is 401
 //! in the API's format.
 //!

@@ -95,6 +95,22 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// TOML's own error, by line and column. Not its `Display`: that quotes
+/// the line, which prints the credential when the typo is on its line.
+fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim_end();
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
+        return ConfigError::new(origin, "", format!("(line unknown) {message}"));
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    ConfigError::new(
+        origin,
+        "",
+        format!("line {line}, column {column}: {message}"),
+    )
+}
+
 /// Where shared state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateBackend {
@@ -114,7 +130,7 @@ pub enum OnStateError {
 }
 
 /// `[state]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateConfig {
     /// The backend.
     pub backend: StateBackend,
@@ -129,6 +145,23 @@ pub struct StateConfig {
     /// How long a Redis slot lease outlives a crashed replica
     /// (`lease_ttl_secs`, default 15).
     pub lease_ttl: Duration,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("backend", &self.backend)
+            // A Redis URL may carry a password.
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::account::redact_user_info),
+            )
+            .field("prefix", &self.prefix)
+            .field("on_error", &self.on_error)
+            .field("timeout", &self.timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish()
+    }
 }
 
 impl StateConfig {
@@ -221,8 +254,7 @@ impl Config {
         origin: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::new(origin, "", e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
         Check { origin, env: &env }.config(raw)
     }
 
@@ -601,7 +633,9 @@ impl<E: Fn(&str) -> Option<String>> Check<'_, E> {
             if !names.insert(name.clone()) {
                 return Err(self.err(format!("{at}.name"), format!("`{name}` is used twice")));
             }
-            if !seen.insert(secret.expose_secret().to_owned()) {
+            // The digest, not a copy of the key that would outlive the
+            // zeroized secret.
+            if !seen.insert(crate::principal::digest(secret.expose_secret())) {
                 return Err(self.err(format!("{at}.key"), "the same key is given twice"));
             }
             let principal = Principal::new(&name)

@@ -228,6 +228,16 @@ fn syntax_errors_give_the_line() {
 }
 
 #[test]
+fn a_syntax_error_on_a_credentials_line_gives_the_place_not_the_text() {
+    let message = error("[[accounts]]\nid = \"a\"\napi_key = \"sk-very-secret\" priority = 1\n");
+    assert!(message.contains("line 3, column "), "{message}");
+    assert!(!message.contains("sk-very-secret"), "{message}");
+    let unterminated = error("[[keys]]\nkey = \"sk-very-secret\nname = \"x\"\n");
+    assert!(unterminated.contains("line 2"), "{unterminated}");
+    assert!(!unterminated.contains("sk-very-secret"), "{unterminated}");
+}
+
+#[test]
 fn secrets_do_not_appear_in_errors() {
     let toml = "[[accounts]]\nid = \"a\"\nplatform = \"openai\"\ntype = \"oauth\"\naccess_token = \"sk-very-secret\"";
     assert!(!error(toml).contains("sk-very-secret"));
@@ -253,4 +263,20 @@ fn redis_state_is_read_with_its_defaults() {
     assert_eq!(config.state.timeout, Duration::from_millis(200));
     assert_eq!(config.state.lease_ttl, Duration::from_secs(15));
     assert!(config.state.store().is_some());
+}
+
+#[test]
+fn debug_output_hides_passwords_in_urls() {
+    let toml = "[state]\nbackend = \"redis\"\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n\
+                [[accounts]]\nid = \"a\"\nplatform = \"anthropic\"\ntype = \"api_key\"\n\
+                api_key = \"sk-very-secret\"\nproxy = \"http://user:hunter3@127.0.0.1:3128\"\n";
+    let config = Config::from_toml(toml, "relay.toml", no_env).expect("valid");
+    let printed = format!("{config:?}");
+    for secret in ["hunter2", "hunter3", "sk-very-secret"] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+    assert!(
+        printed.contains("redis://[REDACTED]@127.0.0.1:6379/0"),
+        "{printed}"
+    );
 }
