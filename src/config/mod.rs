@@ -77,7 +77,8 @@ impl ConfigError {
         }
     }
 
-    /// The field at fault (`accounts[0].base_url`), empty for syntax errors.
+    /// The field at fault (`accounts[0].base_url`), empty for errors in
+    /// the TOML syntax itself.
     pub fn field(&self) -> &str {
         &self.field
     }
@@ -95,18 +96,30 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Reads the file as written, naming the field at fault (`scheduling.top_k`)
+/// from the schema's path rather than from the text.
+fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let document =
+        toml::Deserializer::parse(text).map_err(|e| syntax_error(origin, text, "", &e))?;
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        syntax_error(origin, text, &field, e.inner())
+    })
+}
+
 /// TOML's own error, by line and column. Not its `Display`: that quotes
 /// the line, which prints the credential when the typo is on its line.
-fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+fn syntax_error(origin: &str, text: &str, field: &str, e: &toml::de::Error) -> ConfigError {
     let message = e.message().trim_end();
     let Some(before) = e.span().and_then(|span| text.get(..span.start)) else {
-        return ConfigError::new(origin, "", format!("(line unknown) {message}"));
+        return ConfigError::new(origin, field, format!("(line unknown) {message}"));
     };
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     ConfigError::new(
         origin,
-        "",
+        field,
         format!("line {line}, column {column}: {message}"),
     )
 }
@@ -254,7 +267,7 @@ impl Config {
         origin: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
+        let raw = parse_raw(origin, text)?;
         Check { origin, env: &env }.config(raw)
     }
 

@@ -238,6 +238,19 @@ fn a_syntax_error_on_a_credentials_line_gives_the_place_not_the_text() {
 }
 
 #[test]
+fn a_type_error_names_the_field_by_its_path() {
+    let err = Config::from_toml(
+        "[[accounts]]\nid = \"a\"\nconcurrency = \"many\"\n",
+        "relay.toml",
+        no_env,
+    )
+    .err()
+    .expect("a string is not a concurrency");
+    assert_eq!(err.field(), "accounts[0].concurrency");
+    assert!(err.to_string().contains("line 3"), "{err}");
+}
+
+#[test]
 fn secrets_do_not_appear_in_errors() {
     let toml = "[[accounts]]\nid = \"a\"\nplatform = \"openai\"\ntype = \"oauth\"\naccess_token = \"sk-very-secret\"";
     assert!(!error(toml).contains("sk-very-secret"));
