@@ -102,10 +102,33 @@ fn parse_raw(origin: &str, text: &str) -> Result<RawConfig, ConfigError> {
     let document =
         toml::Deserializer::parse(text).map_err(|e| syntax_error(origin, text, "", &e))?;
     serde_path_to_error::deserialize(document).map_err(|e| {
-        let field = e.path().to_string();
-        let field = if field == "." { String::new() } else { field };
-        syntax_error(origin, text, &field, e.inner())
+        let mut segments: Vec<_> = e.path().iter().collect();
+        // An unknown field is at fault in the table that holds it; its
+        // name is the file's text, and serde's message quotes it already.
+        if e.inner().message().starts_with("unknown field") {
+            segments.pop();
+        }
+        syntax_error(origin, text, &field_path(&segments), e.inner())
     })
+}
+
+/// `accounts[0].model_mapping`, from serde's path segments.
+fn field_path(segments: &[&serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    path
 }
 
 /// TOML's own error, by line and column. Not its `Display`: that quotes
