@@ -244,13 +244,11 @@ fn a_type_error_names_the_field_by_its_path() {
         "relay.toml",
         no_env,
     )
-    .err()
-    .expect("a string is not a concurrency");
+    .expect_err("a string is not a concurrency");
     assert_eq!(err.field(), "accounts[0].concurrency");
     assert!(err.to_string().contains("line 3"), "{err}");
     let unknown = Config::from_toml("[scheduling]\nstiky_ttl_secs = 1\n", "relay.toml", no_env)
-        .err()
-        .expect("a misspelt field is refused");
+        .expect_err("a misspelt field is refused");
     assert_eq!(unknown.field(), "scheduling");
     assert!(
         unknown.to_string().contains("`stiky_ttl_secs`"),
