@@ -205,7 +205,7 @@ EOF
     } >"$TMP/relay-$upstream.toml"
     local log=/dev/null
     [[ $LOGS == file ]] && log=$TMP/proxy-$upstream.log
-    RUST_LOG=$PROXY_LOG "$BIN/proxy" --config "$TMP/relay-$upstream.toml" >"$TMP/proxy-$upstream.out" 2>"$log" &
+    env ${LOAD_PROXY_ENV:-} RUST_LOG=$PROXY_LOG "$BIN/proxy" --config "$TMP/relay-$upstream.toml" >"$TMP/proxy-$upstream.out" 2>"$log" &
     PROXY_PID=$!
     PIDS+=($PROXY_PID)
     wait_http "http://127.0.0.1:$PROXY_PORT/healthz"

@@ -8,6 +8,7 @@ use hyper_util::client::legacy;
 use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 
+use super::coalesce::Coalesce;
 use crate::account::AccountId;
 use crate::body::RelayBody;
 use crate::error::{RelayError, UpstreamError, UpstreamErrorKind};
@@ -88,7 +89,10 @@ impl Future for ResponseFuture {
                             parts.headers.remove(name);
                         }
                         parts.headers.remove("openai-organization");
-                        Ok(Response::from_parts(parts, RelayBody::new(body)))
+                        Ok(Response::from_parts(
+                            parts,
+                            RelayBody::new(Coalesce::new(body)),
+                        ))
                     }
                     Ok(Err(e)) if e.is_connect() => {
                         error(UpstreamErrorKind::Connect, Some(e.into()))

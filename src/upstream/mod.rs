@@ -5,8 +5,11 @@
 //! proxy (`CONNECT` tunnel) gets a client of its own. The request must
 //! already be addressed and signed (see
 //! [`credentials`](crate::credentials)). The response body streams through
-//! frame by frame, never buffered; dropping it (a client gone) closes the
-//! upstream connection, which cancels the upstream request.
+//! frame by frame, never copied or merged; frames that are already
+//! decodable are handed on together, so a server writes a burst of SSE
+//! events to its client at once, while an event that arrives alone goes
+//! out within a few scheduler turns. Dropping the body (a client gone)
+//! closes the upstream connection, which cancels the upstream request.
 //!
 //! Connection failures, a missing response head after the first-byte
 //! timeout, and resets are [`RelayError::Upstream`] errors; an upstream's
@@ -36,6 +39,7 @@
 //! ```
 
 mod client;
+mod coalesce;
 mod future;
 
 pub use future::ResponseFuture;
