@@ -11,6 +11,7 @@
 mod admin;
 mod demo;
 mod idle;
+mod logs;
 mod metrics;
 mod reload;
 mod server;
@@ -125,17 +126,13 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Logs to stderr through a writer thread that batches lines into few
-/// writes (a `write(2)` per line on the request path cost more than the
-/// line), waiting rather than dropping lines when it falls behind.
-fn init_logs(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs to stderr through a thread that writes the buffered lines every
+/// few milliseconds (see `logs.rs`).
+fn init_logs(json: bool) -> logs::FlushOnDrop {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("proxy-logs")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = logs::batched_stderr();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
