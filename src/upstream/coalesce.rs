@@ -97,7 +97,14 @@ where
                     *this.held_bytes += frame.data_ref().map_or(0, Buf::remaining);
                     this.held.push_back(frame);
                     *this.turns = 0;
-                    if this.held.len() >= MAX_HELD_FRAMES || *this.held_bytes >= MAX_HELD_BYTES {
+                    if this.inner.is_end_stream() {
+                        // A body with a known length ends at its last byte,
+                        // without waiting for hyper's task to close it.
+                        *this.inner_done = true;
+                        *this.releasing = true;
+                    } else if this.held.len() >= MAX_HELD_FRAMES
+                        || *this.held_bytes >= MAX_HELD_BYTES
+                    {
                         *this.releasing = true;
                     }
                 }
@@ -307,6 +314,41 @@ mod tests {
         let rest = body.collect().await.expect("no error").to_bytes();
         let expected: Vec<u8> = (1..100).flat_map(|n| event(n).to_vec()).collect();
         assert_eq!(&rest[..], &expected[..]);
+    }
+
+    /// One frame, then `Pending` forever, but says it ended after the
+    /// frame: hyper's body with a content-length, before its task closes it.
+    struct KnownLength(Option<Bytes>);
+
+    impl Body for KnownLength {
+        type Data = Bytes;
+        type Error = &'static str;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            match self.0.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[test]
+    fn a_body_that_says_it_ended_is_not_polled_again() {
+        let mut body = Coalesce::new(KnownLength(Some(Bytes::from_static(b"{}"))));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(first, Poll::Ready(Some(Ok(_)))), "{first:?}");
+        assert!(body.is_end_stream());
+        let second = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(second, Poll::Ready(None)), "{second:?}");
     }
 
     #[test]
