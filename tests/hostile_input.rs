@@ -488,13 +488,39 @@ async fn connections_past_max_connections_are_refused_and_room_comes_back() {
                 .expect("the kernel accepts"),
         );
     }
-    // The ten past the cap are closed at once, with nothing sent.
+    // The ten past the cap are answered "overloaded" in their API's format
+    // and closed; a silent one is closed with nothing sent.
     let began = Instant::now();
-    for (i, stream) in idle[CAP..].iter_mut().enumerate() {
+    let (silent, asking) = idle[CAP..].split_first_mut().expect("ten past the cap");
+    for (i, stream) in asking.iter_mut().enumerate() {
+        let openai = i % 2 == 1;
+        let path: &[u8] = if openai {
+            b"POST /v1/chat/completions HTTP/1.1\r\n"
+        } else {
+            b"POST /v1/messages HTTP/1.1\r\n"
+        };
+        let mut request = path.to_vec();
+        request.extend_from_slice(b"host: relay\r\ncontent-length: 2\r\n\r\n{}");
+        stream.write_all(&request).await.expect("send");
         let (raw, closed) = read_to_close(stream, Duration::from_secs(5)).await;
-        assert!(closed, "connection {} past the cap stayed open", CAP + i);
-        assert!(raw.is_empty(), "{}", text(&raw));
+        assert!(closed, "a refused connection stayed open: {}", text(&raw));
+        let raw = text(&raw);
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a whole response");
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("retry-after: 1"), "{head}");
+        let json: serde_json::Value = serde_json::from_str(body).expect("a JSON error");
+        if openai {
+            assert!(head.starts_with("http/1.1 503"), "{head}");
+            assert_eq!(json["error"]["code"], "overloaded", "{json}");
+        } else {
+            assert!(head.starts_with("http/1.1 529"), "{head}");
+            assert_eq!(json["type"], "error", "{json}");
+            assert_eq!(json["error"]["type"], "overloaded_error", "{json}");
+        }
     }
+    let (raw, closed) = read_to_close(silent, Duration::from_secs(5)).await;
+    assert!(closed, "a silent connection past the cap stayed open");
+    assert!(raw.is_empty(), "{}", text(&raw));
     assert!(began.elapsed() < Duration::from_secs(5));
     // The first fifty are still open (the proxy took them before those).
     for stream in &mut idle[..CAP] {
@@ -505,14 +531,15 @@ async fn connections_past_max_connections_are_refused_and_room_comes_back() {
             "an idle connection under the cap ended: {read:?}"
         );
     }
-    // A client arriving now is refused, not left waiting.
+    // A client arriving now is refused at once, not left waiting.
     let refused = tokio::time::timeout(
         Duration::from_secs(5),
-        support::client().request(proxy.messages(KEY, false)),
+        support::send(proxy.messages(KEY, false)),
     )
     .await
     .expect("a refusal, not a wait");
-    assert!(refused.is_err(), "served past the cap: {refused:?}");
+    assert_eq!(refused.status, 529, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["type"], "overloaded_error");
 
     drop(idle);
     let proxy = &proxy;

@@ -13,6 +13,7 @@ mod demo;
 mod idle;
 mod logs;
 mod metrics;
+mod refuse;
 mod reload;
 mod server;
 mod status_page;

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use tower_llm_relay::config::Config;
 
 use crate::idle::{FirstBytes, IdleBody};
+use crate::refuse::Refusals;
 use crate::reload::LiveRelay;
 
 /// hyper refuses read buffers smaller than this.
@@ -84,6 +85,7 @@ pub(crate) async fn serve(
         .keep_alive_interval(Some(config.idle_timeout.max(Duration::from_secs(1))));
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(config.max_connections));
+    let refusals = Refusals::new();
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(shutdown_signal());
 
@@ -102,7 +104,7 @@ pub(crate) async fn serve(
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection refused: max_connections reached");
-            drop(stream);
+            refusals.refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);

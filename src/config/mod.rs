@@ -249,7 +249,8 @@ pub struct Config {
     pub admin_key: Option<SecretString>,
     /// The key `/metrics` needs, if any.
     pub metrics_key: Option<SecretString>,
-    /// The most client connections at once.
+    /// The most client connections at once. The example proxy answers a
+    /// connection past it "overloaded, retry shortly" and closes it.
     pub max_connections: usize,
     /// The largest request head in bytes.
     pub header_limit_bytes: usize,
