@@ -554,13 +554,83 @@ async fn connections_past_max_connections_are_refused_and_room_comes_back() {
     assert_eq!(mock.request_count(), 1);
 }
 
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed_at_the_idle_timeout_though_it_answers_pings(
+) {
+    // Streams of about 2.4 s: longer than the idle timeout.
+    let mock = MockUpstream::builder()
+        .event_interval(Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let (proxy, _config) = proxy(&mock, "idle_timeout_secs = 1");
+
+    // A client that never sends a request but answers every ping.
+    let mut quiet = H2::connect(&proxy).await;
+    let began = Instant::now();
+    let ended = quiet.keep_alive_until_closed(Duration::from_secs(6)).await;
+    assert!(
+        matches!(ended, H2Answer::GoAway),
+        "an idle HTTP/2 connection was not closed with GOAWAY: {ended:?}"
+    );
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?} for a 1 s idle timeout"
+    );
+
+    // A stream that outlasts the idle timeout is not cut: the connection
+    // is idle only once it ends.
+    let mut busy = H2::connect(&proxy).await;
+    let block_headers: &[(&str, &[u8])] = &[("x-api-key", KEY.as_bytes())];
+    let body = messages_body("claude-sonnet-4-5", true);
+    busy.send_headers(1, block_headers, false).await;
+    busy.send_data(1, body.as_bytes(), true).await;
+    let began = Instant::now();
+    let mut received = Vec::new();
+    let mut stream_ended = None;
+    let mut goaway = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while goaway.is_none() {
+        match tokio::time::timeout_at(deadline, busy.read_frame()).await {
+            Ok(Ok((DATA, flags, 1, payload))) => {
+                received.extend_from_slice(&payload);
+                if flags & END_STREAM != 0 {
+                    stream_ended = Some(began.elapsed());
+                }
+            }
+            Ok(Ok((PING, 0, _, payload))) => busy.send_frame(PING, ACK, 0, &payload).await,
+            Ok(Ok((SETTINGS, 0, _, _))) => busy.send_frame(SETTINGS, ACK, 0, &[]).await,
+            Ok(Ok((GOAWAY, ..))) | Ok(Err(_)) => goaway = Some(began.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection stayed open 1 s after its stream"),
+        }
+    }
+    let stream_ended = stream_ended.expect("the stream ended before the connection closed");
+    assert!(
+        stream_ended > Duration::from_secs(2),
+        "the stream took {stream_ended:?}"
+    );
+    assert!(
+        text(&received).contains("message_stop"),
+        "{}",
+        text(&received)
+    );
+    assert!(
+        goaway.unwrap_or_default() >= stream_ended,
+        "closed at {goaway:?}, before the stream ended at {stream_ended:?}"
+    );
+}
+
 // === HTTP/2 by hand ===
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const CANCEL: u32 = 0x8;
@@ -684,6 +754,29 @@ impl H2 {
                 Ok(Ok((GOAWAY, ..))) => return H2Answer::GoAway,
                 Ok(Ok((RST_STREAM, _, s, _))) if s == id => return H2Answer::Reset,
                 Ok(Ok((HEADERS, _, s, block))) if s == id => return H2Answer::Headers(block),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn send_frame(&mut self, kind: u8, flags: u8, id: u32, payload: &[u8]) {
+        let _ = self
+            .stream
+            .write_all(&frame(kind, flags, id, payload))
+            .await;
+    }
+
+    /// Acknowledges settings and pings, as a live client does, until the
+    /// proxy says GOAWAY or closes, or `within` passes.
+    async fn keep_alive_until_closed(&mut self, within: Duration) -> H2Answer {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.read_frame()).await {
+                Err(_) => return H2Answer::Nothing,
+                Ok(Err(_)) => return H2Answer::Closed,
+                Ok(Ok((GOAWAY, ..))) => return H2Answer::GoAway,
+                Ok(Ok((PING, 0, _, payload))) => self.send_frame(PING, ACK, 0, &payload).await,
+                Ok(Ok((SETTINGS, 0, _, _))) => self.send_frame(SETTINGS, ACK, 0, &[]).await,
                 Ok(Ok(_)) => {}
             }
         }

@@ -1,17 +1,23 @@
 //! The idle limits hyper leaves to the server: a new connection that sends
-//! nothing (or a few bytes of the HTTP/2 preface, then nothing), and a
-//! request body that stops arriving. Without them each such client holds
-//! one of the `max_connections` slots for as long as it likes.
+//! nothing (or a few bytes of the HTTP/2 preface, then nothing), a request
+//! body that stops arriving, and an HTTP/2 connection with no request in
+//! progress. Without them each such client holds one of the
+//! `max_connections` slots for as long as it likes.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
+use tower::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -153,6 +159,154 @@ where
             this.idle
         )
         .into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl Activity ===
+
+/// A connection's requests in progress, and since when it has had none:
+/// hyper closes an idle HTTP/1 connection by its head timer, but keeps an
+/// HTTP/2 connection whose client answers pings open forever, holding one
+/// of the `max_connections` slots.
+pub(crate) struct Activity {
+    open: AtomicUsize,
+    /// Milliseconds from `start` to the end of the last request.
+    idle_since_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    /// How long the connection has had no request in progress; `None`
+    /// while it has one.
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+        Some(self.start.elapsed().saturating_sub(since))
+    }
+
+    fn begin(self: &Arc<Self>) -> InProgress {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        InProgress(self.clone())
+    }
+}
+
+/// One request in progress, until its response body ends or is dropped.
+struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let now = u64::try_from(self.0.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(now, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl Tracked ===
+
+/// Counts each request on `activity` from its call to its response
+/// body's end.
+#[derive(Clone)]
+pub(crate) struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Tracked<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S, R> Service<R> for Tracked<S>
+where
+    S: Service<R, Response = Response<axum::body::Body>>,
+{
+    type Response = Response<axum::body::Body>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        TrackedFuture {
+            in_progress: Some(self.activity.begin()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Tracked`].
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_progress: Option<InProgress>,
+    }
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<axum::body::Body>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let in_progress = this.in_progress.take();
+        Poll::Ready(Ok(response.map(|body| {
+            axum::body::Body::new(InProgressBody {
+                inner: body,
+                in_progress,
+            })
+        })))
+    }
+}
+
+pin_project! {
+    /// A response body that ends its request's time in progress when it
+    /// ends (or is dropped).
+    struct InProgressBody {
+        #[pin]
+        inner: axum::body::Body,
+        in_progress: Option<InProgress>,
+    }
+}
+
+impl Body for InProgressBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.in_progress.take();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,8 +1,10 @@
 //! The HTTP server around the relay: routes, connection limits, timeouts,
 //! graceful shutdown.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,14 +14,14 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_llm_relay::config::Config;
 
-use crate::idle::{FirstBytes, IdleBody};
+use crate::idle::{Activity, FirstBytes, IdleBody, Tracked};
 use crate::refuse::Refusals;
 use crate::reload::LiveRelay;
 
@@ -66,10 +68,8 @@ pub(crate) async fn serve(
     }
     let idle = config.idle_timeout;
     // A body that stops arriving is cut off as an idle connection is.
-    let service = TowerToHyperService::new(
-        router(config, &live)
-            .map_request(move |req: Request<Incoming>| req.map(|body| IdleBody::new(body, idle))),
-    );
+    let service = router(config, &live)
+        .map_request(move |req: Request<Incoming>| req.map(|body| IdleBody::new(body, idle)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -86,7 +86,8 @@ pub(crate) async fn serve(
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Refusals::new();
-    let graceful = GracefulShutdown::new();
+    // Dropping the sender tells every connection to finish and close.
+    let (stopping, stop_rx) = watch::channel(());
     let mut stop = std::pin::pin!(shutdown_signal());
 
     loop {
@@ -110,12 +111,13 @@ pub(crate) async fn serve(
         let _ = stream.set_nodelay(true);
         // hyper's head timer starts only once the protocol is known.
         let stream = FirstBytes::new(stream, idle);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(Tracked::new(service.clone(), activity.clone()));
+        let builder = builder.clone();
+        let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = run_connection(connection, &activity, idle, stop_rx).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -123,14 +125,70 @@ pub(crate) async fn serve(
     }
 
     drop(listener);
+    drop(stopping);
     tracing::info!(grace = ?config.shutdown_grace, "stopping: finishing in-flight requests");
+    // Every connection holds a permit until it has closed.
+    let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = connections.acquire_many(all) => tracing::info!("all connections closed"),
         () = tokio::time::sleep(config.shutdown_grace) => {
             tracing::warn!("grace period over; closing remaining connections");
         }
     }
     Ok(())
+}
+
+/// Serves one connection until it ends; closes it gracefully (HTTP/2:
+/// GOAWAY, then the requests in progress finish) when it has had no
+/// request in progress for `idle`, or when the proxy stops.
+async fn run_connection<C, E>(
+    connection: C,
+    activity: &Activity,
+    idle: Duration,
+    mut stop: watch::Receiver<()>,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>> + GracefulConnection,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    let mut check_at = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(check_at), if !closing => match activity.idle_for() {
+                Some(quiet) if quiet >= idle => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                Some(quiet) => check_at = Instant::now() + idle.saturating_sub(quiet),
+                None => check_at = Instant::now() + idle,
+            },
+        }
+    }
+}
+
+/// The graceful shutdown that hyper-util's auto connection offers.
+trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
 }
 
 async fn shutdown_signal() {

@@ -254,9 +254,10 @@ pub struct Config {
     pub max_connections: usize,
     /// The largest request head in bytes.
     pub header_limit_bytes: usize,
-    /// Idle client connections are closed after this: keep-alive ones, new
-    /// ones that send no request, slow request heads, and request bodies
-    /// that stall (those answered 400).
+    /// Idle client connections are closed after this: keep-alive ones
+    /// (HTTP/2 ones with GOAWAY, though they answer pings), new ones that
+    /// send no request, slow request heads, and request bodies that stall
+    /// (those answered 400).
     pub idle_timeout: Duration,
     /// The listen socket's backlog.
     pub listen_backlog: u32,
