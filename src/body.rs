@@ -133,7 +133,8 @@ impl Body for RelayBody {
 pin_project! {
     /// A body that holds a value — a concurrency slot, a permit — until the
     /// body ends, fails, or is dropped (the client went away), so a stream
-    /// keeps what it holds for exactly as long as it runs.
+    /// keeps what it holds for exactly as long as it runs. It wraps a
+    /// [`RelayBody`] unless told otherwise: a server may wrap its own.
     ///
     /// # Examples
     ///
@@ -150,16 +151,16 @@ pin_project! {
     /// assert_eq!(Arc::strong_count(&held), 1);
     /// # }
     /// ```
-    pub struct HoldUntilEnd<T> {
+    pub struct HoldUntilEnd<T, B = RelayBody> {
         #[pin]
-        inner: RelayBody,
+        inner: B,
         held: Option<T>,
     }
 }
 
-impl<T> HoldUntilEnd<T> {
+impl<T, B> HoldUntilEnd<T, B> {
     /// Holds `held` for the life of `inner`.
-    pub fn new(inner: RelayBody, held: T) -> Self {
+    pub fn new(inner: B, held: T) -> Self {
         Self {
             inner,
             held: Some(held),
@@ -167,14 +168,14 @@ impl<T> HoldUntilEnd<T> {
     }
 }
 
-impl<T> Body for HoldUntilEnd<T> {
-    type Data = Bytes;
-    type Error = BoxError;
+impl<T, B: Body> Body for HoldUntilEnd<T, B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {

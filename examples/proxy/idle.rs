@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
+use tower_llm_relay::{HoldUntilEnd, OnResponse, ResponseHook};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -209,7 +209,7 @@ impl Activity {
 }
 
 /// One request in progress, until its response body ends or is dropped.
-struct InProgress(Arc<Activity>);
+pub(crate) struct InProgress(Arc<Activity>);
 
 impl Drop for InProgress {
     fn drop(&mut self) {
@@ -241,79 +241,20 @@ where
 {
     type Response = Response<axum::body::Body>;
     type Error = S::Error;
-    type Future = TrackedFuture<S::Future>;
+    type Future = OnResponse<S::Future, InProgress>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        TrackedFuture {
-            in_progress: Some(self.activity.begin()),
-            inner: self.inner.call(req),
-        }
+        let in_progress = self.activity.begin();
+        OnResponse::new(self.inner.call(req), in_progress)
     }
 }
 
-pin_project! {
-    /// The response future of [`Tracked`].
-    pub(crate) struct TrackedFuture<F> {
-        #[pin]
-        inner: F,
-        in_progress: Option<InProgress>,
-    }
-}
-
-impl<F, E> Future for TrackedFuture<F>
-where
-    F: Future<Output = Result<Response<axum::body::Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
-        let in_progress = this.in_progress.take();
-        Poll::Ready(Ok(response.map(|body| {
-            axum::body::Body::new(InProgressBody {
-                inner: body,
-                in_progress,
-            })
-        })))
-    }
-}
-
-pin_project! {
-    /// A response body that ends its request's time in progress when it
-    /// ends (or is dropped).
-    struct InProgressBody {
-        #[pin]
-        inner: axum::body::Body,
-        in_progress: Option<InProgress>,
-    }
-}
-
-impl Body for InProgressBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            this.in_progress.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl ResponseHook<axum::body::Body> for InProgress {
+    fn apply(self, response: Response<axum::body::Body>) -> Response<axum::body::Body> {
+        response.map(|body| axum::body::Body::new(HoldUntilEnd::new(body, self)))
     }
 }

@@ -117,7 +117,10 @@ pub(crate) async fn serve(
         let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = run_connection(connection, &activity, idle, stop_rx).await {
+            let graceful_shutdown = auto::UpgradeableConnection::graceful_shutdown;
+            if let Err(e) =
+                run_connection(connection, graceful_shutdown, &activity, idle, stop_rx).await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -143,12 +146,13 @@ pub(crate) async fn serve(
 /// request in progress for `idle`, or when the proxy stops.
 async fn run_connection<C, E>(
     connection: C,
+    graceful_shutdown: fn(Pin<&mut C>),
     activity: &Activity,
     idle: Duration,
     mut stop: watch::Receiver<()>,
 ) -> Result<(), E>
 where
-    C: Future<Output = Result<(), E>> + GracefulConnection,
+    C: Future<Output = Result<(), E>>,
 {
     let mut connection = std::pin::pin!(connection);
     let mut closing = false;
@@ -158,36 +162,17 @@ where
             result = connection.as_mut() => return result,
             _ = stop.changed(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                graceful_shutdown(connection.as_mut());
             }
             () = tokio::time::sleep_until(check_at), if !closing => match activity.idle_for() {
                 Some(quiet) if quiet >= idle => {
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    graceful_shutdown(connection.as_mut());
                 }
                 Some(quiet) => check_at = Instant::now() + idle.saturating_sub(quiet),
                 None => check_at = Instant::now() + idle,
             },
         }
-    }
-}
-
-/// The graceful shutdown that hyper-util's auto connection offers.
-trait GracefulConnection {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
