@@ -39,6 +39,10 @@ use tower_service::Service;
 
 use crate::parse::ParsedRequest;
 
+mod borrowed;
+
+use borrowed::{Block, Content, Conversation, Text};
+
 /// A conversation's identity (request extension), when one could be
 /// derived.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -52,13 +56,30 @@ impl SessionHash {
 
     /// The first 16 bytes of SHA-256 of `text`, in hex.
     pub fn of_text(text: &str) -> Self {
-        let digest = Sha256::digest(text.as_bytes());
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            use std::fmt::Write;
-            let _ = write!(hex, "{byte:02x}");
+        Self::of_digest(Sha256::digest(text.as_bytes()).as_slice())
+    }
+
+    /// The hash of the concatenation of `pieces`, or `None` when it is
+    /// empty; without building the concatenation.
+    fn of_pieces<'s>(pieces: impl IntoIterator<Item = &'s str>) -> Option<Self> {
+        let mut sha = Sha256::new();
+        let mut empty = true;
+        for piece in pieces {
+            empty &= piece.is_empty();
+            sha.update(piece.as_bytes());
         }
-        Self(hex.into())
+        (!empty).then(|| Self::of_digest(sha.finalize().as_slice()))
+    }
+
+    fn of_digest(digest: &[u8]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        // Only ASCII hex digits were written: never the default.
+        Self(std::str::from_utf8(&hex).unwrap_or_default().into())
     }
 
     /// The hash of a parsed request, with `header` (the configured session
@@ -70,6 +91,13 @@ impl SessionHash {
         if let Some(uuid) = parsed.user_id().and_then(session_uuid) {
             return Some(Self(uuid.into()));
         }
+        // A shape the in-place reading does not take: the trees decide.
+        hash_in_place(parsed).unwrap_or_else(|_| Self::from_tree(parsed))
+    }
+
+    /// Steps 3–5 of the module docs over `serde_json::Value` trees: the
+    /// reference that [`hash_in_place`] reproduces without the trees.
+    fn from_tree(parsed: &ParsedRequest) -> Option<Self> {
         let system = parsed
             .system()
             .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
@@ -110,6 +138,45 @@ impl SessionHash {
         };
         (!first.is_empty()).then(|| Self::of_text(&first))
     }
+}
+
+/// Steps 3–5 of the module docs, reading each part in place only when
+/// the steps before it found nothing; `Err` where a part has a shape the
+/// in-place reading declines.
+fn hash_in_place(parsed: &ParsedRequest) -> serde_json::Result<Option<SessionHash>> {
+    let system: Option<Content<'_>> = borrowed::read(parsed.system())?;
+    let marked_system = system
+        .as_ref()
+        .map(Content::blocks)
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| b.is_ephemeral())
+        .filter_map(Block::text);
+    if let Some(hash) = SessionHash::of_pieces(marked_system) {
+        return Ok(Some(hash));
+    }
+    // Chat-style requests carry the conversation in `messages`; Responses
+    // requests in `input`.
+    let conversation = Conversation::read(parsed.messages().or(parsed.input()))?;
+    let marked_message = conversation.first_marked();
+    if let Some(hash) = marked_message.and_then(|c| SessionHash::of_pieces(c.texts())) {
+        return Ok(Some(hash));
+    }
+    if let Some(hash) = system.and_then(|c| SessionHash::of_pieces(c.texts())) {
+        return Ok(Some(hash));
+    }
+    let instructions: Option<Content<'_>> = borrowed::read(parsed.instructions())?;
+    if let Some(hash) = instructions.and_then(|c| SessionHash::of_pieces(c.texts())) {
+        return Ok(Some(hash));
+    }
+    if conversation.has_first {
+        return Ok(conversation
+            .first()
+            .and_then(|c| SessionHash::of_pieces(c.texts())));
+    }
+    // A Responses `input` may be one plain string (anything else: no text).
+    let input = borrowed::read::<Text<'_>>(parsed.input()).ok().flatten();
+    Ok(input.and_then(|text| SessionHash::of_pieces([&*text.0])))
 }
 
 impl fmt::Display for SessionHash {

@@ -133,3 +133,150 @@ fn responses_input_strings_and_instructions_count() {
         Some(SessionHash::of_text("be brief"))
     );
 }
+
+/// Texts with and without escapes (escaped strings cannot be borrowed).
+fn any_text() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(json!("")),
+        "[a-z]{1,6}".prop_map(|s| json!(s)),
+        "[a-z\"\\\\\n\u{e9}\u{1F600}]{1,6}".prop_map(|s| json!(s)),
+    ]
+}
+
+/// Anything that may stand where the hash looks for text or blocks,
+/// the unusual shapes included.
+fn odd_value() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(json!(null)),
+        Just(json!(5)),
+        Just(json!(true)),
+        Just(json!({"text": "in an object"})),
+        any_text(),
+    ]
+}
+
+fn block() -> impl Strategy<Value = serde_json::Value> {
+    let kind = prop_oneof![
+        Just(None),
+        Just(Some(json!("text"))),
+        Just(Some(json!("input_text"))),
+        Just(Some(json!("image"))),
+        odd_value().prop_map(Some),
+    ];
+    let text = prop_oneof![3 => any_text().prop_map(Some), 1 => Just(None), 1 => odd_value().prop_map(Some)];
+    let cache = prop_oneof![
+        2 => Just(None),
+        2 => Just(Some(json!({"type": "ephemeral"}))),
+        1 => Just(Some(json!({"type": "persistent"}))),
+        1 => odd_value().prop_map(|v| Some(json!({"type": v}))),
+        1 => odd_value().prop_map(Some),
+    ];
+    let object = (kind, text, cache).prop_map(|(kind, text, cache)| {
+        let mut block = json!({});
+        if let Some(kind) = kind {
+            block["type"] = kind;
+        }
+        if let Some(text) = text {
+            block["text"] = text;
+        }
+        if let Some(cache) = cache {
+            block["cache_control"] = cache;
+        }
+        block
+    });
+    prop_oneof![6 => object, 1 => odd_value()]
+}
+
+fn content() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        3 => any_text(),
+        4 => proptest::collection::vec(block(), 0..4).prop_map(serde_json::Value::from),
+        1 => odd_value(),
+    ]
+}
+
+fn message() -> impl Strategy<Value = serde_json::Value> {
+    let object = proptest::option::of(content()).prop_map(|content| {
+        let mut message = json!({"role": "user"});
+        if let Some(content) = content {
+            message["content"] = content;
+        }
+        message
+    });
+    prop_oneof![6 => object, 1 => odd_value()]
+}
+
+fn conversation() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        4 => proptest::collection::vec(message(), 0..5).prop_map(serde_json::Value::from),
+        1 => odd_value(),
+    ]
+}
+
+proptest! {
+    /// The borrowed reading decides as the `Value` trees do, whatever the
+    /// shapes (where it declines, the trees decide by construction).
+    #[test]
+    fn borrowed_texts_hash_as_the_trees_do(
+        system in proptest::option::of(content()),
+        messages in proptest::option::of(conversation()),
+        input in proptest::option::of(prop_oneof![any_text(), conversation()]),
+        instructions in proptest::option::of(content()),
+        duplicate_key in any::<bool>(),
+        escaped_key in any::<bool>(),
+    ) {
+        let mut body = json!({"model": "m"});
+        for (name, value) in [("system", system), ("messages", messages), ("input", input), ("instructions", instructions)] {
+            if let Some(value) = value {
+                body[name] = value;
+            }
+        }
+        let mut text = body.to_string();
+        if duplicate_key {
+            // serde_json's trees keep the last of duplicate keys.
+            text = text.replacen("\"text\":", "\"text\":\"dup\",\"text\":", 1);
+        }
+        if escaped_key {
+            // The same key, spelled with an escape.
+            text = text.replace("\"cache_control\"", "\"cache\\u005fcontrol\"");
+        }
+        let parsed = ParsedRequest::parse(Endpoint::Responses, text.as_bytes()).unwrap();
+        let expected = SessionHash::from_tree(&parsed);
+        if let Ok(hash) = hash_in_place(&parsed) {
+            prop_assert_eq!(hash, expected.clone());
+        }
+        prop_assert_eq!(SessionHash::from_request(&parsed, None), expected);
+    }
+}
+
+#[test]
+fn usual_bodies_are_read_without_trees() {
+    let body = json!({
+        "model": "m",
+        "system": [{"type": "text", "text": "Be \"brief\".\n", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "plain \u{e9}"},
+            {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "tool_use", "id": "t", "name": "n", "input": {"x": [1, 2]}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]},
+                                         {"type": "image", "source": {"type": "base64", "data": "AAAA"}}]},
+        ],
+    });
+    let parsed = ParsedRequest::parse(Endpoint::Messages, body.to_string().as_bytes()).unwrap();
+    let hash = hash_in_place(&parsed).expect("a usual body is read in place");
+    assert_eq!(hash, Some(SessionHash::of_text("Be \"brief\".\n")));
+    // Past the system: every message is read.
+    let unmarked = body.to_string().replace("cache_control", "cache_note");
+    let parsed = ParsedRequest::parse(Endpoint::Messages, unmarked.as_bytes()).unwrap();
+    let hash = hash_in_place(&parsed).expect("a usual body is read in place");
+    assert_eq!(hash, Some(SessionHash::of_text("Be \"brief\".\n")));
+    let plain = ParsedRequest::parse(
+        Endpoint::Messages,
+        br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert!(hash_in_place(&plain).is_ok());
+    assert_eq!(
+        SessionHash::from_request(&plain, None),
+        Some(SessionHash::of_text("hi"))
+    );
+}
