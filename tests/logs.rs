@@ -75,3 +75,52 @@ async fn one_line_per_request_without_secrets_or_content() {
         );
     }
 }
+
+#[tokio::test]
+async fn at_info_a_served_request_logs_its_usage_line_only_and_a_refusal_its_answer() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::start(&account(
+        "acct-1",
+        "anthropic",
+        "api_key",
+        "sk-ant-upstream-secret",
+        "{base}",
+    ))
+    .await;
+    let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = h.call("/v1/messages", body).await;
+    assert_eq!(answer.status, 200);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for one request:\n{logs}");
+    for field in [
+        "tower_llm_relay::usage",
+        "account=\"acct-1\"",
+        "key=\"test\"",
+        "client_model=\"claude-sonnet-4-5\"",
+        "status=200",
+        "complete=true",
+    ] {
+        assert!(lines[0].contains(field), "`{field}` missing from: {logs}");
+    }
+
+    // An answer no upstream gave has no usage line: its own line stays.
+    captured.0.lock().unwrap().clear();
+    let answer = h.call("/v1/messages", r#"{"model":"#).await;
+    assert_eq!(answer.status, 400);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for one refusal:\n{logs}");
+    assert!(
+        lines[0].contains("answered") && lines[0].contains("status=400"),
+        "{logs}"
+    );
+}

@@ -22,7 +22,7 @@
 #   LOAD_HOLD_STREAMS=2000   streams held open at once for RSS per stream (0: skip)
 #   LOAD_HOLD_SECS=8
 #   LOAD_PORT=19100          first of 9 consecutive ports used
-#   LOAD_PROXY_LOG=info      RUST_LOG of the proxy (its default: request and usage lines per request;
+#   LOAD_PROXY_LOG=info      RUST_LOG of the proxy (its default: a usage line per request;
 #                            nginx writes its access log line per request too)
 #   LOAD_LOGS=null           where those per-request lines go: null (/dev/null: formatted and written,
 #                            but a run does not fill the disk with ~600 MB) or file (in the temp dir)

@@ -5,7 +5,7 @@
 //! writer, hands each line to its thread through a channel and wakes that
 //! thread per line (a futex wake, then the thread spins with
 //! `sched_yield` before sleeping again). At the two lines per request the
-//! proxy logs at `info`, that cost more than the request's own work on the
+//! proxy then logged at `info`, that cost more than the request's own work on the
 //! relay's side: 11–18 µs of 52 µs of CPU per request under load. Here a
 //! line costs an uncontended lock and a copy; the thread wakes on a timer.
 

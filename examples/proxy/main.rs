@@ -11,6 +11,7 @@
 mod admin;
 mod demo;
 mod idle;
+mod log_line;
 mod logs;
 mod metrics;
 mod refuse;
@@ -140,8 +141,14 @@ fn init_logs(json: bool) -> logs::FlushOnDrop {
         .with_writer(writer);
     if json {
         builder.json().init();
-    } else {
+    } else if ansi {
+        // A person at a terminal: tracing-subscriber's coloured lines.
         builder.init();
+    } else {
+        builder
+            .fmt_fields(log_line::LineFields)
+            .event_format(log_line::LineFormat)
+            .init();
     }
     guard
 }

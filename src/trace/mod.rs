@@ -6,6 +6,11 @@
 //! prefix), and the closing event adds status, account, attempts and
 //! latency. It never holds a credential, and never message content.
 //!
+//! That event is at `INFO`, except for answers whose usage report goes to
+//! a sink that logs it ([`UsageHandle::logged`]): the usage line, written
+//! when the body ends, already says how the request went, so the head line
+//! is at `DEBUG` and a request costs one `INFO` line, not two.
+//!
 //! # Examples
 //!
 //! ```
@@ -39,6 +44,7 @@ use tracing::Span;
 
 use crate::account::ServedBy;
 use crate::request_id::RequestId;
+use crate::usage::UsageHandle;
 
 /// Applies [`RequestTrace`]: see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -150,13 +156,16 @@ where
                 metrics::counter!("relay_errors_total", "status" => status.as_str().to_owned())
                     .increment(1);
             }
-            tracing::info!(
-                status = status.as_u16(),
-                account = %account,
-                attempts,
-                head_ms = this.started.elapsed().as_millis() as u64,
-                "answered"
-            );
+            let head_ms = this.started.elapsed().as_millis() as u64;
+            let usage_logged = response
+                .extensions()
+                .get::<UsageHandle>()
+                .is_some_and(UsageHandle::logged);
+            if usage_logged {
+                tracing::debug!(status = status.as_u16(), account = %account, attempts, head_ms, "answered");
+            } else {
+                tracing::info!(status = status.as_u16(), account = %account, attempts, head_ms, "answered");
+            }
         }
         Poll::Ready(result)
     }

@@ -106,9 +106,16 @@ enum Resolution {
 pub struct UsageHandle {
     rx: watch::Receiver<Resolution>,
     discarded: Arc<AtomicBool>,
+    logged: bool,
 }
 
 impl UsageHandle {
+    /// Whether the report goes to a sink that logs it
+    /// ([`UsageSink::logs_each_report`]).
+    pub fn logged(&self) -> bool {
+        self.logged
+    }
+
     /// Waits for the report; `None` when the response reports nothing (see
     /// the type's docs).
     pub async fn report(&self) -> Option<UsageReport> {
@@ -214,6 +221,7 @@ impl UsageBody {
     ) -> (Self, UsageHandle) {
         let (tx, rx) = watch::channel(Resolution::Pending);
         let discarded = Arc::new(AtomicBool::new(false));
+        let logged = sink.logs_each_report();
         let tracker = Tracker {
             meta,
             extractor,
@@ -227,7 +235,12 @@ impl UsageBody {
             framing,
             guard: Guard(Some(tracker)),
         };
-        (body, UsageHandle { rx, discarded })
+        let handle = UsageHandle {
+            rx,
+            discarded,
+            logged,
+        };
+        (body, handle)
     }
 }
 

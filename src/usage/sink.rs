@@ -43,11 +43,24 @@ use super::types::UsageReport;
 pub trait UsageSink: Send + Sync + 'static {
     /// Takes one report. Must not block.
     fn record(&self, report: &UsageReport);
+
+    /// Whether the sink writes a log line for every report, as
+    /// [`TracingSink`] does. Responses that will be reported to such a sink
+    /// say so ([`UsageHandle::logged`](super::UsageHandle::logged)), and
+    /// [`RequestTrace`](crate::trace::RequestTrace) then logs its own line
+    /// for them at `DEBUG`: one `INFO` line per request, not two.
+    fn logs_each_report(&self) -> bool {
+        false
+    }
 }
 
 impl<S: UsageSink + ?Sized> UsageSink for Arc<S> {
     fn record(&self, report: &UsageReport) {
         (**self).record(report);
+    }
+
+    fn logs_each_report(&self) -> bool {
+        (**self).logs_each_report()
     }
 }
 
@@ -55,6 +68,10 @@ impl<A: UsageSink, B: UsageSink> UsageSink for (A, B) {
     fn record(&self, report: &UsageReport) {
         self.0.record(report);
         self.1.record(report);
+    }
+
+    fn logs_each_report(&self) -> bool {
+        self.0.logs_each_report() || self.1.logs_each_report()
     }
 }
 
@@ -103,6 +120,10 @@ impl UsageSink for TracingSink {
             response_id = r.response_id.as_deref(),
             "usage"
         );
+    }
+
+    fn logs_each_report(&self) -> bool {
+        true
     }
 }
 
