@@ -41,6 +41,11 @@ impl AccountId {
     pub fn as_str(&self) -> &str {
         &self.name
     }
+
+    /// The shared text, for labels that keep it (no copy).
+    pub(crate) fn shared(&self) -> Arc<str> {
+        self.name.clone()
+    }
 }
 
 impl PartialEq for AccountId {

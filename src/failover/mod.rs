@@ -406,7 +406,7 @@ where
                         )
                         .await;
                     self.scheduler.record_switch();
-                    metrics::counter!("relay_account_switches_total", "account" => account.to_string())
+                    metrics::counter!("relay_account_switches_total", "account" => account.shared())
                         .increment(1);
                     tracing::info!(%account, reason = cooldown.reason.as_str(), "failing over");
                     self.excluded.0.insert(account);
@@ -542,13 +542,13 @@ where
             self.scheduler.report_success(&account, None).await;
         }
         let duration = started.elapsed();
-        metrics::histogram!("relay_upstream_response_seconds", "account" => account.to_string())
+        metrics::histogram!("relay_upstream_response_seconds", "account" => account.shared())
             .record(duration.as_secs_f64());
         metrics::counter!(
             "relay_requests_total",
             "route" => self.route,
-            "status" => parts.status.as_u16().to_string(),
-            "account" => account.to_string(),
+            "status" => crate::stats::status_label(parts.status),
+            "account" => account.shared(),
             "outcome" => "served",
         )
         .increment(1);
@@ -623,7 +623,7 @@ where
         metrics::counter!(
             "relay_requests_total",
             "route" => self.route,
-            "status" => status.as_u16().to_string(),
+            "status" => crate::stats::status_label(status),
             "account" => "",
             "outcome" => "exhausted",
         )

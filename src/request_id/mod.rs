@@ -42,8 +42,18 @@ pub struct RequestId(Arc<str>);
 impl RequestId {
     /// A fresh random id.
     pub fn generate() -> Self {
-        let n: u128 = rand::random();
-        Self(format!("req_{n:032x}").into())
+        Self::of_number(rand::random())
+    }
+
+    /// `req_` and `n` in 32 hex digits (without `fmt`: one per request).
+    fn of_number(n: u128) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"req_00000000000000000000000000000000";
+        for (i, digit) in text[4..].iter_mut().enumerate() {
+            *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+        }
+        // Only ASCII was written: never the default.
+        Self(std::str::from_utf8(&text).unwrap_or_default().into())
     }
 
     /// The id as text.
@@ -127,5 +137,18 @@ impl<B> ResponseHook<B> for HeaderHook {
             response.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_req_and_32_hex_digits() {
+        for n in [0, 1, 0xdead_beef, u128::MAX, u128::MAX / 3, 1 << 127] {
+            assert_eq!(RequestId::of_number(n).as_str(), format!("req_{n:032x}"));
+        }
+        assert_ne!(RequestId::generate(), RequestId::generate());
     }
 }

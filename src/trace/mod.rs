@@ -153,7 +153,7 @@ where
             // Counted here, where every answer passes, also those that a
             // layer answers itself (a refused key, a bad body).
             if status.is_client_error() || status.is_server_error() {
-                metrics::counter!("relay_errors_total", "status" => status.as_str().to_owned())
+                metrics::counter!("relay_errors_total", "status" => crate::stats::status_label(status))
                     .increment(1);
             }
             let head_ms = this.started.elapsed().as_millis() as u64;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::types::UsageReport;
+use crate::account::AccountId;
+use crate::principal::KeyId;
 
 /// Receives one [`UsageReport`] per served response.
 ///
@@ -223,14 +225,10 @@ impl MetricsSink {
 
 impl UsageSink for MetricsSink {
     fn record(&self, r: &UsageReport) {
-        let account = r
-            .account
-            .as_ref()
-            .map_or_else(String::new, |a| a.as_str().to_owned());
-        let key = r
-            .key
-            .as_ref()
-            .map_or_else(String::new, |k| k.as_str().to_owned());
+        // Shared texts: a label clone is a reference count, not a copy.
+        let none = || Arc::<str>::from("");
+        let account = r.account.as_ref().map_or_else(none, AccountId::shared);
+        let key = r.key.as_ref().map_or_else(none, KeyId::shared);
         let u = &r.usage;
         for (kind, tokens) in [
             ("input", u.input_tokens),
