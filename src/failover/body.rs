@@ -96,6 +96,18 @@ fn has_data(block: &[u8]) -> bool {
 /// The error type of an error event: `event: error` (Anthropic), or a data
 /// payload with a top-level `error` (OpenAI).
 fn error_kind(block: &[u8]) -> Option<String> {
+    // Neither an `error` name nor an `error` key can be spelled without
+    // the word, except through a `\u` escape: most first events (a
+    // `message_start`) are cleared without parsing their JSON.
+    let mentions = |needle: &[u8]| memchr::memmem::find(block, needle).is_some();
+    if !mentions(b"error") && !mentions(b"\\u") {
+        return None;
+    }
+    error_kind_parsed(block)
+}
+
+/// [`error_kind`] without its shortcut.
+fn error_kind_parsed(block: &[u8]) -> Option<String> {
     let named_error = lines(block).any(|l| field(l, "event") == Some("error"));
     let data: String = lines(block).filter_map(|l| field(l, "data")).collect();
     let json: Option<serde_json::Value> = serde_json::from_str(&data).ok();
@@ -185,5 +197,57 @@ impl Body for CommittedBody {
 
     fn is_end_stream(&self) -> bool {
         self.done || (self.prefix.is_none() && self.inner.is_end_stream())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just(String::new()),
+            Just("event: error\n".to_owned()),
+            Just("event: message_start\n".to_owned()),
+            Just("event: err\\u006fr\n".to_owned()),
+        ];
+        let data = prop_oneof![
+            Just(r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3}}}"#),
+            Just(r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#),
+            Just(r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#),
+            // An escaped key, and nothing else that spells the word.
+            Just(r#"{"\u0065rror":{"type":"escaped"}}"#),
+            Just(r#"{"error":null}"#),
+            Just(r#"{"error":"plain"}"#),
+            Just(r#"{"choices":[{"delta":{"content":"no \"errors\" here"}}]}"#),
+            Just("not json"),
+        ];
+        (name, data).prop_map(|(name, data)| format!("{name}data: {data}\n\n"))
+    }
+
+    proptest! {
+        /// The shortcut never changes the answer.
+        #[test]
+        fn the_shortcut_decides_as_the_parse_does(block in event()) {
+            prop_assert_eq!(error_kind(block.as_bytes()), error_kind_parsed(block.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn errors_are_found_and_ordinary_events_pass() {
+        let kind = |b: &str| error_kind(b.as_bytes());
+        assert_eq!(
+            kind("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n"),
+            Some("overloaded_error".to_owned())
+        );
+        assert_eq!(
+            kind("data: {\"\\u0065rror\":{\"type\":\"escaped\"}}\n\n"),
+            Some("escaped".to_owned())
+        );
+        assert_eq!(
+            kind("event: message_start\ndata: {\"type\":\"message_start\"}\n\n"),
+            None
+        );
     }
 }
