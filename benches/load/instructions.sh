@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# User-space instructions the proxy spends per request, counted by
+# valgrind's callgrind: repeatable to about ±3% whatever else the machine
+# is doing, where wall-clock load figures on a shared 2-core VM move by
+# ±15%. Use it to compare two builds of the proxy:
+#
+#   benches/load/instructions.sh                      # the current release build
+#   benches/load/instructions.sh OLD_BINARY           # OLD_BINARY, then the current build, and new/old
+#
+# Each binary serves N1 and then N2 requests (wrk, 4 connections, the load
+# benchmark's requests, non-stream and stream) in two runs under callgrind;
+# (instructions(N2) - instructions(N1)) / (N2 - N1) is the cost of one
+# request without start-up. Kernel time (TCP, wake-ups) is not counted:
+# see run.sh for that.
+#
+# Needs: cargo, curl, wrk and valgrind (installed with apt-get when missing).
+# Everything listens on 127.0.0.1 only. Not run in CI.
+#
+# Settings (environment): INSTR_N1=400 INSTR_N2=1200 INSTR_PORT=19300
+#   INSTR_MODES="nonstream stream"  INSTR_LOG=info (the proxy's RUST_LOG)
+
+set -euo pipefail
+
+N1=${INSTR_N1:-400}
+N2=${INSTR_N2:-1200}
+PORT=${INSTR_PORT:-19300}
+MODES=${INSTR_MODES:-"nonstream stream"}
+PROXY_LOG=${INSTR_LOG:-info}
+MOCK_PORT=$PORT
+PROXY_PORT=$((PORT + 1))
+CLIENT_KEY=sk-relay-bench
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=$ROOT/target/release/examples
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/relay-instr.XXXXXX")
+PIDS=()
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v valgrind >/dev/null || missing+=(valgrind)
+if ((${#missing[@]} > 0)); then
+    log "installing ${missing[*]} with apt-get"
+    sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v curl >/dev/null || die "curl is needed"
+((N2 > N1)) || die "INSTR_N2 must be above INSTR_N1"
+
+log "building (release)"
+(cd "$ROOT" && cargo build --release --quiet --example proxy --example mock_upstream)
+NEW=$TMP/proxy-current
+cp "$BIN/proxy" "$NEW"
+BINARIES=()
+if (($# > 0)); then
+    [[ -x $1 ]] || die "$1 is not an executable"
+    BINARIES+=("$1")
+fi
+BINARIES+=("$NEW")
+
+wait_http() { # url
+    local i
+    for i in $(seq 1 300); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.1
+    done
+    die "nothing answers at $1"
+}
+
+"$BIN/mock_upstream" --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
+
+{
+    cat <<EOF
+listen = "127.0.0.1:$PROXY_PORT"
+
+[[keys]]
+key = "$CLIENT_KEY"
+name = "bench"
+EOF
+    for i in 1 2 3 4; do
+        cat <<EOF
+
+[[accounts]]
+id = "bench-$i"
+platform = "anthropic"
+type = "api_key"
+api_key = "sk-ant-api-bench-$i"
+base_url = "http://127.0.0.1:$MOCK_PORT"
+concurrency = 100000
+model_mapping = { "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }
+EOF
+    done
+} >"$TMP/relay.toml"
+
+# The load benchmark's request (see run.sh), and a stop after n answers
+# per wrk thread.
+body_json() { # stream: true|false
+    local turn="Explain how the relay chooses an account and what happens when it fails over."
+    printf '{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":%s,' "$1"
+    printf '"system":[{"type":"text","text":"You are a helpful assistant for the platform team."}],'
+    printf '"metadata":{"user_id":"user_bench"},"messages":['
+    printf '{"role":"user","content":"1: %s %s"},' "$turn" "$turn"
+    printf '{"role":"assistant","content":"2: %s %s"},' "$turn" "$turn"
+    printf '{"role":"user","content":"3: %s %s"},' "$turn" "$turn"
+    printf '{"role":"assistant","content":"4: %s %s"},' "$turn" "$turn"
+    printf '{"role":"user","content":"5: %s %s"}]}' "$turn" "$turn"
+}
+script() { # mode count
+    local stream=false
+    [[ $1 == stream ]] && stream=true
+    cat <<EOF
+wrk.method = "POST"
+wrk.body = [[$(body_json $stream)]]
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = "$CLIENT_KEY"
+local n = 0
+response = function(status, headers, body)
+    if status ~= 200 then io.write("status " .. status .. "\n") end
+    n = n + 1
+    if n == $(($2 / 4)) then
+        -- wrk itself runs out its duration: the script stops it.
+        io.stderr:write("done\n")
+        wrk.thread:stop()
+    end
+end
+EOF
+}
+
+# How many wrk threads have had their answers.
+finished() {
+    local n
+    n=$(grep -c '^done' "$TMP/wrk.err" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+
+# Instructions of one proxy run under callgrind serving `count` requests.
+instructions() { # binary mode count
+    local out=$TMP/callgrind.out proxy
+    script "$2" "$3" >"$TMP/run.lua"
+    RUST_LOG=$PROXY_LOG valgrind --tool=callgrind --callgrind-out-file="$out" \
+        --log-file="$TMP/valgrind.log" "$1" --config "$TMP/relay.toml" >/dev/null 2>&1 &
+    proxy=$!
+    wait_http "http://127.0.0.1:$PROXY_PORT/healthz"
+    wrk -t4 -c4 -d600s -s "$TMP/run.lua" "http://127.0.0.1:$PROXY_PORT/v1/messages" \
+        >"$TMP/wrk.out" 2>"$TMP/wrk.err" &
+    local load=$!
+    while (($(finished) < 4)); do
+        kill -0 "$load" 2>/dev/null || die "wrk stopped early: $(cat "$TMP/wrk.err")"
+        sleep 0.2
+    done
+    kill "$load"
+    wait "$load" 2>/dev/null || true
+    grep -q '^status' "$TMP/wrk.out" && die "the proxy answered $(grep -m1 '^status' "$TMP/wrk.out")"
+    kill -TERM "$proxy"
+    wait "$proxy" || true
+    awk '/Collected :/ { print $NF }' "$TMP/valgrind.log"
+}
+
+echo
+echo "Instructions per request (callgrind, user space only; requests $N1 -> $N2, RUST_LOG=$PROXY_LOG)"
+declare -A PER
+for mode in $MODES; do
+    for binary in "${BINARIES[@]}"; do
+        log "$mode: $binary"
+        low=$(instructions "$binary" "$mode" "$N1")
+        high=$(instructions "$binary" "$mode" "$N2")
+        [[ -n $low && -n $high ]] || die "callgrind gave no count (see $TMP/valgrind.log)"
+        PER[$mode $binary]=$(((high - low) / (N2 - N1)))
+        name=current
+        [[ $binary == "$NEW" ]] || name=$binary
+        printf '%-10s %-40s %9d\n' "$mode" "$name" "${PER[$mode $binary]}"
+    done
+    if ((${#BINARIES[@]} == 2)); then
+        awk -v old="${PER[$mode ${BINARIES[0]}]}" -v new="${PER[$mode $NEW]}" -v mode="$mode" \
+            'BEGIN { printf "%-10s %-40s %9.3f\n", mode, "current / old", new / old }'
+    fi
+done
