@@ -53,6 +53,11 @@ pub(crate) fn top_level_value_span(json: &[u8], key: &str) -> Option<Range<usize
 /// Whether `json` nests arrays and objects more than `limit` deep. `json`
 /// must be valid JSON (the caller parsed it already).
 pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
+    // Fewer openers than the limit in all (strings included) cannot nest
+    // past it: a vectorised count clears most bodies without the walk.
+    if memchr::memchr2_iter(b'{', b'[', json).count() <= limit {
+        return false;
+    }
     let mut depth = 0usize;
     let mut i = 0;
     while i < json.len() {
@@ -178,6 +183,10 @@ mod tests {
         assert!(!nests_deeper_than(br#"{"a":[[1]],"b":"[[[[[["}"#, 3));
         assert!(nests_deeper_than(br#"{"a":[[{"b":1}]]}"#, 3));
         assert!(!nests_deeper_than(br#"{"a":"\"[[[[","b":[]}"#, 2));
+        // Past the count, the walk decides: brackets in strings do not nest.
+        assert!(!nests_deeper_than(br#"{"a":"[[[[[[[[","b":[]}"#, 3));
+        assert!(nests_deeper_than(br#"[[[[{}]]]]"#, 4));
+        assert!(!nests_deeper_than(br#"[[[[{}]]]]"#, 5));
     }
 
     use super::*;
