@@ -29,8 +29,9 @@ MODES=${INSTR_MODES:-"nonstream stream"}
 PROXY_LOG=${INSTR_LOG:-info}
 MOCK_PORT=$PORT
 PROXY_PORT=$((PORT + 1))
-CLIENT_KEY=sk-relay-bench
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
 BIN=$ROOT/target/release/examples
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/relay-instr.XXXXXX")
 PIDS=()
@@ -86,41 +87,11 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$MOCK_PORT/v1/models"
 
 {
-    cat <<EOF
-listen = "127.0.0.1:$PROXY_PORT"
-
-[[keys]]
-key = "$CLIENT_KEY"
-name = "bench"
-EOF
-    for i in 1 2 3 4; do
-        cat <<EOF
-
-[[accounts]]
-id = "bench-$i"
-platform = "anthropic"
-type = "api_key"
-api_key = "sk-ant-api-bench-$i"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-concurrency = 100000
-model_mapping = { "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }
-EOF
-    done
+    printf 'listen = "127.0.0.1:%s"\n\n' "$PROXY_PORT"
+    relay_keys_and_accounts "$MOCK_PORT"
 } >"$TMP/relay.toml"
 
-# The load benchmark's request (see run.sh), and a stop after n answers
-# per wrk thread.
-body_json() { # stream: true|false
-    local turn="Explain how the relay chooses an account and what happens when it fails over."
-    printf '{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":%s,' "$1"
-    printf '"system":[{"type":"text","text":"You are a helpful assistant for the platform team."}],'
-    printf '"metadata":{"user_id":"user_bench"},"messages":['
-    printf '{"role":"user","content":"1: %s %s"},' "$turn" "$turn"
-    printf '{"role":"assistant","content":"2: %s %s"},' "$turn" "$turn"
-    printf '{"role":"user","content":"3: %s %s"},' "$turn" "$turn"
-    printf '{"role":"assistant","content":"4: %s %s"},' "$turn" "$turn"
-    printf '{"role":"user","content":"5: %s %s"}]}' "$turn" "$turn"
-}
+# The wrk script: the load benchmark's request, `count` answers over four threads.
 script() { # mode count
     local stream=false
     [[ $1 == stream ]] && stream=true

@@ -52,8 +52,9 @@ NGINX_PORT=$((PORT + 3))
 NGINX_PACED_PORT=$((PORT + 4))
 PROXY_PORT=$((PORT + 6))
 
-CLIENT_KEY=sk-relay-bench
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=benches/load/common.sh
+source "$ROOT/benches/load/common.sh"
 BIN=$ROOT/target/release/examples
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/relay-load.XXXXXX")
 chmod 755 "$TMP"
@@ -178,30 +179,10 @@ EOF
 
 PROXY_PID=
 start_proxy() { # upstream port
-    local upstream=$1 i
+    local upstream=$1
     {
-        cat <<EOF
-listen = "127.0.0.1:$PROXY_PORT"
-max_connections = 20000
-listen_backlog = 4096
-
-[[keys]]
-key = "$CLIENT_KEY"
-name = "bench"
-EOF
-        for i in 1 2 3 4; do
-            cat <<EOF
-
-[[accounts]]
-id = "bench-$i"
-platform = "anthropic"
-type = "api_key"
-api_key = "sk-ant-api-bench-$i"
-base_url = "http://127.0.0.1:$upstream"
-concurrency = 100000
-model_mapping = { "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }
-EOF
-        done
+        printf 'listen = "127.0.0.1:%s"\nmax_connections = 20000\nlisten_backlog = 4096\n\n' "$PROXY_PORT"
+        relay_keys_and_accounts "$upstream"
     } >"$TMP/relay-$upstream.toml"
     local log=/dev/null
     [[ $LOGS == file ]] && log=$TMP/proxy-$upstream.log
@@ -233,18 +214,6 @@ TICKS=$(getconf CLK_TCK)
 
 # === requests ===
 
-# A realistic small Messages request (~1.6 KB): a system prompt and a few turns.
-body_json() { # stream: true|false
-    local turn="Explain how the relay chooses an account and what happens when it fails over."
-    printf '{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":%s,' "$1"
-    printf '"system":[{"type":"text","text":"You are a helpful assistant for the platform team."}],'
-    printf '"metadata":{"user_id":"user_bench"},"messages":['
-    printf '{"role":"user","content":"1: %s %s"},' "$turn" "$turn"
-    printf '{"role":"assistant","content":"2: %s %s"},' "$turn" "$turn"
-    printf '{"role":"user","content":"3: %s %s"},' "$turn" "$turn"
-    printf '{"role":"assistant","content":"4: %s %s"},' "$turn" "$turn"
-    printf '{"role":"user","content":"5: %s %s"}]}' "$turn" "$turn"
-}
 
 for mode in nonstream stream; do
     stream=false
