@@ -22,25 +22,36 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
-async fn one_line_per_request_without_secrets_or_content() {
+/// Captures this thread's log lines up to `level`, as the proxy writes
+/// them without colour, while the guard lives.
+fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
+        .with_max_level(level)
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
 
-    let h = Harness::start(&account(
+/// A relay with one Anthropic API-key account on the mock upstream.
+async fn harness() -> Harness {
+    Harness::start(&account(
         "acct-1",
         "anthropic",
         "api_key",
         "sk-ant-upstream-secret",
         "{base}",
     ))
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn one_line_per_request_without_secrets_or_content() {
+    let (captured, _guard) = capture(tracing::Level::DEBUG);
+
+    let h = harness().await;
     let body = serde_json::json!({
         "model": "claude-sonnet-4-5",
         "system": "private system prompt",
@@ -78,23 +89,9 @@ async fn one_line_per_request_without_secrets_or_content() {
 
 #[tokio::test]
 async fn at_info_a_served_request_logs_its_usage_line_only_and_a_refusal_its_answer() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::INFO);
 
-    let h = Harness::start(&account(
-        "acct-1",
-        "anthropic",
-        "api_key",
-        "sk-ant-upstream-secret",
-        "{base}",
-    ))
-    .await;
+    let h = harness().await;
     let body = r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#;
     let answer = h.call("/v1/messages", body).await;
     assert_eq!(answer.status, 200);
