@@ -68,6 +68,7 @@ mod endpoint;
 mod error;
 mod future;
 mod glob;
+mod hex;
 mod json;
 mod principal;
 

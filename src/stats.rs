@@ -204,7 +204,7 @@ pub(crate) fn status_label(status: http::StatusCode) -> metrics::SharedString {
 }
 
 #[cfg(test)]
-mod status_label_tests {
+mod tests {
     use super::status_label;
 
     #[test]

@@ -45,13 +45,10 @@ impl RequestId {
         Self::of_number(rand::random())
     }
 
-    /// `req_` and `n` in 32 hex digits (without `fmt`: one per request).
+    /// `req_` and `n` in 32 hex digits.
     fn of_number(n: u128) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut text = *b"req_00000000000000000000000000000000";
-        for (i, digit) in text[4..].iter_mut().enumerate() {
-            *digit = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
-        }
+        crate::hex::encode(&n.to_be_bytes(), &mut text[4..]);
         // Only ASCII was written: never the default.
         Self(std::str::from_utf8(&text).unwrap_or_default().into())
     }

@@ -72,14 +72,7 @@ impl SessionHash {
     }
 
     fn of_digest(digest: &[u8]) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-        // Only ASCII hex digits were written: never the default.
-        Self(std::str::from_utf8(&hex).unwrap_or_default().into())
+        Self(crate::hex::encode(&digest[..16], &mut [0; 32]).into())
     }
 
     /// The hash of a parsed request, with `header` (the configured session
