@@ -14,12 +14,13 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_llm_relay::oauth::Refresher;
-use tower_llm_relay::select::{AccountStatus, Scheduler};
+use tower_llm_relay::select::Scheduler;
 use tower_llm_relay::usage::{Totals, UsageTotals};
 use tower_llm_relay::KeyId;
 use tower_llm_relay::{ApiFormat, RelayError};
 
 use crate::reload::LiveRelay;
+use crate::status_page::{AccountRow, KeyRow};
 
 /// What the admin routes read: the live scheduler and refresher of the
 /// relay, its usage totals, and the configured client keys (names only).
@@ -183,20 +184,6 @@ fn totals_json(totals: &Totals) -> serde_json::Value {
         "cache_read_input_tokens": totals.usage.cache_read_input_tokens,
         "last_used": unix(totals.last_seen),
     })
-}
-
-/// One account as the admin routes show it.
-pub(crate) struct AccountRow {
-    pub(crate) status: AccountStatus,
-    pub(crate) token_expires_at: Option<u64>,
-    pub(crate) totals: Totals,
-}
-
-/// One client key as the admin routes show it.
-pub(crate) struct KeyRow {
-    pub(crate) name: KeyId,
-    pub(crate) group: String,
-    pub(crate) totals: Totals,
 }
 
 impl AdminView {

@@ -5,10 +5,26 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::admin::{AccountRow, KeyRow};
+use tower_llm_relay::select::AccountStatus;
+use tower_llm_relay::usage::Totals;
+use tower_llm_relay::KeyId;
 
 /// How often the page reloads itself, in seconds.
 const REFRESH_SECS: u32 = 5;
+
+/// One account as the status page and the admin routes show it.
+pub(crate) struct AccountRow {
+    pub(crate) status: AccountStatus,
+    pub(crate) token_expires_at: Option<u64>,
+    pub(crate) totals: Totals,
+}
+
+/// One client key as the status page and the admin routes show it.
+pub(crate) struct KeyRow {
+    pub(crate) name: KeyId,
+    pub(crate) group: String,
+    pub(crate) totals: Totals,
+}
 
 const STYLE: &str = r#"
 :root { color-scheme: light dark; --ok:#1a7f37; --busy:#9a6700; --cool:#0969da; --bad:#cf222e; --muted:#6e7781; }
