@@ -274,6 +274,11 @@ pub struct Account {
     credentials: Credentials,
     group: Arc<str>,
     base_url: Arc<str>,
+    // `base_url`'s scheme and authority when it has no path, so a request's
+    // URI is built from parts rather than formatted and parsed each time.
+    origin: Option<Origin>,
+    // `id` as a header value, made once: every response names its account.
+    id_header: Option<http::HeaderValue>,
     priority: i32,
     concurrency: u32,
     rpm: Option<u32>,
@@ -332,6 +337,8 @@ impl Account {
                 credentials,
                 group: "default".into(),
                 base_url,
+                origin: None,
+                id_header: None,
                 priority: 1,
                 concurrency: 4,
                 rpm: None,
@@ -370,6 +377,22 @@ impl Account {
     /// Its origin, without a trailing slash or `/v1`.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// Its id as a header value; `None` when the id cannot be one.
+    pub(crate) fn id_header(&self) -> Option<http::HeaderValue> {
+        self.id_header.clone()
+    }
+
+    /// The URI of `path` at its origin, built from parts; `None` when its
+    /// base URL has a path of its own (then join the two as text).
+    pub(crate) fn uri_of(&self, path: &'static str) -> Option<http::Uri> {
+        let origin = self.origin.as_ref()?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(origin.scheme.clone());
+        parts.authority = Some(origin.authority.clone());
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static(path));
+        http::Uri::from_parts(parts).ok()
     }
 
     /// Lower is tried first.
@@ -491,8 +514,32 @@ impl AccountBuilder {
     }
 
     /// Finishes the account.
-    pub fn build(self) -> Account {
+    pub fn build(mut self) -> Account {
+        self.account.origin = Origin::of(&self.account.base_url);
+        self.account.id_header = http::HeaderValue::from_str(self.account.id.as_str()).ok();
         self.account
+    }
+}
+
+/// A base URL's scheme and authority, parsed once.
+#[derive(Debug, Clone)]
+struct Origin {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Origin {
+    /// `base_url`'s origin when it is nothing more (no path, no query).
+    fn of(base_url: &str) -> Option<Self> {
+        let uri: http::Uri = base_url.parse().ok()?;
+        let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+        // Parsed back from `scheme://authority`, it must be the same text.
+        let parts = uri.into_parts();
+        let origin = Self {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+        };
+        (bare && format!("{}://{}", origin.scheme, origin.authority) == base_url).then_some(origin)
     }
 }
 
@@ -513,3 +560,48 @@ impl std::ops::Deref for SelectedAccount {
 /// The account that served a response (response extension).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedBy(pub AccountId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(base_url: &str) -> Account {
+        Account::builder(
+            "a",
+            Platform::Anthropic,
+            Credentials::ApiKey(SecretString::from("sk")),
+        )
+        .base_url(base_url)
+        .build()
+    }
+
+    #[test]
+    fn uris_built_from_parts_are_the_joined_text() {
+        for base in [
+            "http://127.0.0.1:9",
+            "https://api.anthropic.com",
+            "https://api.anthropic.com/",
+            "http://[::1]:8080",
+            "http://user@host:1",
+        ] {
+            let account = account(base);
+            let built = account.uri_of("/v1/messages").expect("an origin");
+            let joined: http::Uri = format!("{}/v1/messages", account.base_url())
+                .parse()
+                .unwrap();
+            assert_eq!(built, joined, "{base}");
+            assert_eq!(built.to_string(), joined.to_string(), "{base}");
+        }
+    }
+
+    #[test]
+    fn base_urls_with_a_path_are_joined_as_text() {
+        for base in [
+            "https://gateway.example/anthropic",
+            "http://h:1/a/b",
+            "http://h:1?x=1",
+        ] {
+            assert!(account(base).uri_of("/v1/messages").is_none(), "{base}");
+        }
+    }
+}

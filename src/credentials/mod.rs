@@ -121,15 +121,26 @@ fn address_and_sign(req: &mut Request<Bytes>, account: &Account) -> Result<(), R
             None,
         ))
     };
-    let path = match req.extensions().get::<Endpoint>() {
-        Some(endpoint) => endpoint.upstream_path(),
-        None => req.uri().path(),
+    let endpoint = req.extensions().get::<Endpoint>().copied();
+    let built = match (endpoint, req.uri().query()) {
+        (Some(endpoint), None) => account.uri_of(endpoint.upstream_path()),
+        _ => None,
     };
-    let uri = match req.uri().query() {
-        Some(query) => format!("{}{path}?{query}", account.base_url()),
-        None => format!("{}{path}", account.base_url()),
+    let uri = match built {
+        Some(uri) => uri,
+        None => {
+            let path = match endpoint {
+                Some(endpoint) => endpoint.upstream_path(),
+                None => req.uri().path(),
+            };
+            let uri = match req.uri().query() {
+                Some(query) => format!("{}{path}?{query}", account.base_url()),
+                None => format!("{}{path}", account.base_url()),
+            };
+            uri.parse::<Uri>().map_err(|_| request_error())?
+        }
     };
-    *req.uri_mut() = uri.parse::<Uri>().map_err(|_| request_error())?;
+    *req.uri_mut() = uri;
 
     let (name, value) = match account.credentials() {
         Credentials::ApiKey(key) if account.platform() == Platform::Anthropic => (

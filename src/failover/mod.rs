@@ -90,7 +90,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -104,7 +104,7 @@ use crate::endpoint::ApiFormat;
 use crate::error::{Exhausted, RelayError, UpstreamErrorKind};
 use crate::parse::ParsedRequest;
 use crate::principal::Principal;
-use crate::select::{Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
+use crate::select::{attempts_value, Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
 use crate::state::CooldownReason;
 use crate::usage::UsageHandle;
 
@@ -291,12 +291,9 @@ where
         let config = self.scheduler.config().clone();
         let deadline = crate::state::later(Instant::now(), config.request_deadline);
         let (parts, body) = req.into_parts();
-        let model = parts
-            .extensions
-            .get::<ParsedRequest>()
-            .map(|p| p.model().to_owned())
-            .unwrap_or_default();
-        let model = model.as_str();
+        // A clone shares the parsed fields: the model name is borrowed from it.
+        let parsed = parts.extensions.get::<ParsedRequest>().cloned();
+        let model = parsed.as_ref().map_or("", ParsedRequest::model);
         self.budget.deposit();
         loop {
             if !self.attempts.is_empty() {
@@ -561,7 +558,7 @@ where
         });
         parts
             .headers
-            .insert(ATTEMPTS_HEADER, HeaderValue::from(self.attempts.len()));
+            .insert(ATTEMPTS_HEADER, attempts_value(self.attempts.len()));
         parts
             .extensions
             .insert(Attempts(std::mem::take(&mut self.attempts)));

@@ -45,6 +45,10 @@ enum Mode {
 }
 
 struct Document {
+    // The first data frame, held as it came: a document that arrives in
+    // one frame (the usual case) is never copied before its rewrite.
+    first: Option<Bytes>,
+    // Every frame held so far, once there is more than one.
     pending: BytesMut,
     // Set once the document is too large to rewrite.
     passthrough: bool,
@@ -56,13 +60,21 @@ struct Document {
 impl MapModelBody {
     /// Rewrites `"model": from` to `"model": to` (both plain names).
     pub(super) fn new(inner: RelayBody, from: &str, to: &str, framing: Framing) -> Self {
-        let encode = |s: &str| Bytes::from(serde_json::to_string(s).unwrap_or_default());
+        // Sized for a name without escapes: a `Vec` filled to capacity
+        // becomes `Bytes` without another allocation.
+        let encode = |s: &str| {
+            let mut quoted = Vec::with_capacity(s.len() + 2);
+            // Writing a `str` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut quoted, s);
+            Bytes::from(quoted)
+        };
         let mode = match framing {
             Framing::Events { once } => Mode::Events {
                 splicer: Splicer::new(SseScanner::new()),
                 once,
             },
             Framing::Document => Mode::Document(Document {
+                first: None,
                 pending: BytesMut::new(),
                 passthrough: false,
                 queued: None,
@@ -81,7 +93,8 @@ impl MapModelBody {
 /// `bytes` with its first `"model": from` member rewritten, if it has one.
 fn rewrite_first(bytes: &[u8], from: &[u8], to: &[u8]) -> Option<Bytes> {
     let span = find_model_value(bytes, from)?;
-    let mut out = BytesMut::with_capacity(bytes.len() + to.len());
+    // Exactly sized: a full `BytesMut` freezes without another allocation.
+    let mut out = BytesMut::with_capacity(bytes.len() - span.len() + to.len());
     out.extend_from_slice(&bytes[..span.start]);
     out.extend_from_slice(to);
     out.extend_from_slice(&bytes[span.end..]);
@@ -130,7 +143,12 @@ impl Body for MapModelBody {
     fn is_end_stream(&self) -> bool {
         match &self.mode {
             Mode::Events { splicer, .. } => splicer.is_end_stream(),
-            Mode::Document(doc) => doc.inner_done && doc.pending.is_empty() && doc.queued.is_none(),
+            Mode::Document(doc) => {
+                doc.inner_done
+                    && doc.first.is_none()
+                    && doc.pending.is_empty()
+                    && doc.queued.is_none()
+            }
         }
     }
 
@@ -150,6 +168,10 @@ impl Document {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             if self.inner_done {
+                if let Some(held) = self.first.take() {
+                    let out = rewrite_first(&held, from, to).unwrap_or(held);
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
                 if !self.pending.is_empty() {
                     let held = self.pending.split().freeze();
                     let out = rewrite_first(&held, from, to).unwrap_or(held);
@@ -177,6 +199,17 @@ impl Document {
             };
             if self.passthrough {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+            if self.first.is_none() && self.pending.is_empty() {
+                if data.len() > MAX_PENDING_DOCUMENT {
+                    self.passthrough = true;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                self.first = Some(data);
+                continue;
+            }
+            if let Some(first) = self.first.take() {
+                self.pending.extend_from_slice(&first);
             }
             self.pending.extend_from_slice(&data);
             if self.pending.len() > MAX_PENDING_DOCUMENT {
@@ -264,6 +297,35 @@ mod tests {
             &all[..],
             b"data: {\"model\":\"client\"}\n\ndata: {\"model\": \"client\"}\n\ndata: [DONE]\n\n"
         );
+    }
+
+    #[tokio::test]
+    async fn documents_in_one_two_or_three_frames_are_rewritten_alike() {
+        let doc = br#"{"id":1,"model":"up-1","content":[{"text":"model up-1"}]}"#;
+        let want = br#"{"id":1,"model":"client","content":[{"text":"model up-1"}]}"#;
+        let mut splits = vec![vec![]];
+        for a in 0..=doc.len() {
+            splits.push(vec![a]);
+            for b in a..=doc.len() {
+                splits.push(vec![a, b]);
+            }
+        }
+        for cuts in splits {
+            let mut frames = Vec::new();
+            let mut start = 0;
+            for &cut in cuts.iter().chain([&doc.len()]) {
+                frames.push(Ok(Bytes::copy_from_slice(&doc[start..cut])));
+                start = cut;
+            }
+            let source = RelayBody::from_frames(frames);
+            let mut body = MapModelBody::new(source, "up-1", "client", Framing::Document);
+            let mut out = Vec::new();
+            while let Some(frame) = body.frame().await {
+                out.extend_from_slice(&frame.unwrap().into_data().unwrap_or_default());
+            }
+            assert_eq!(&out[..], &want[..], "cut at {cuts:?}");
+            assert!(body.is_end_stream(), "cut at {cuts:?}");
+        }
     }
 
     #[tokio::test]

@@ -95,6 +95,16 @@ pub const ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-relay-account"
 /// The response header counting the attempts it took.
 pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-relay-attempts");
 
+/// The value of [`ATTEMPTS_HEADER`] for `n` attempts: a static value for
+/// the usual few, which allocates nothing, and formatted beyond.
+pub(crate) fn attempts_value(n: usize) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(n) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(n),
+    }
+}
+
 /// Applies [`AccountSelect`]: see the module docs.
 #[derive(Debug, Clone)]
 pub struct AccountSelectLayer {
@@ -206,12 +216,10 @@ where
             // On an error the slot is dropped here, freeing it at once.
             let response = inner.call(req).await?;
             let (mut parts, body) = response.into_parts();
-            if let Ok(value) = HeaderValue::from_str(account.id().as_str()) {
+            if let Some(value) = account.id_header() {
                 parts.headers.insert(ACCOUNT_HEADER, value);
             }
-            parts
-                .headers
-                .insert(ATTEMPTS_HEADER, HeaderValue::from(1u32));
+            parts.headers.insert(ATTEMPTS_HEADER, attempts_value(1));
             parts.extensions.insert(ServedBy(account.id().clone()));
             parts.extensions.insert(decision);
             Ok(Response::from_parts(
@@ -219,5 +227,17 @@ where
                 RelayBody::new(SlotBody::new(body, slot)),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attempts_value;
+
+    #[test]
+    fn attempts_values_are_the_count_in_decimal() {
+        for n in 0..40 {
+            assert_eq!(attempts_value(n).to_str().unwrap(), n.to_string());
+        }
     }
 }
