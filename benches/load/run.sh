@@ -3,6 +3,8 @@
 #
 #   direct:  wrk -> mock upstream
 #   nginx:   wrk -> nginx proxy_pass (keep-alive upstream) -> mock upstream
+#   hyper:   wrk -> examples/bare_forward (the proxy's hyper server, client, runtime and
+#            allocator, none of its layers) -> mock upstream: the floor under any hyper relay
 #   proxy:   wrk -> examples/proxy (release, full default stack, 4 accounts) -> mock upstream
 #
 # for non-stream and stream Messages requests at several concurrencies, then
@@ -44,12 +46,13 @@ PROXY_LOG=${LOAD_PROXY_LOG:-info}
 LOGS=${LOAD_LOGS:-null}
 
 # Ports: three mocks (plain, stamped paced streams, long streams), an nginx
-# port in front of each, and the proxy.
+# port in front of each, the bare hyper forwarder, and the proxy.
 MOCK_PORT=$PORT
 MOCK_PACED_PORT=$((PORT + 1))
 MOCK_LONG_PORT=$((PORT + 2))
 NGINX_PORT=$((PORT + 3))
 NGINX_PACED_PORT=$((PORT + 4))
+BARE_PORT=$((PORT + 5))
 PROXY_PORT=$((PORT + 6))
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -107,7 +110,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (( $(ulimit -n) >= 3 * HOLD_STREAMS + 256 )) || log "warning: ulimit -n $(ulimit -n) may be too low for $HOLD_STREAMS streams"
 
 log "building (release)"
-(cd "$ROOT" && cargo build --release --quiet --example proxy --example mock_upstream --example stream_probe)
+(cd "$ROOT" && cargo build --release --quiet --example proxy --example mock_upstream --example stream_probe --example bare_forward)
 
 # === processes ===
 
@@ -259,6 +262,7 @@ measure() { # target port mode conc
     run_wrk "$port" "$mode" "$conc" "$WARMUP" >/dev/null
     case $target in
         proxy) before=$(cpu_ticks "$PROXY_PID") ;;
+        hyper) before=$(cpu_ticks "$BARE_PID") ;;
         nginx) before=$(tree_ticks "$NGINX_PID") ;;
     esac
     out=$(run_wrk "$port" "$mode" "$conc" "$DURATION")
@@ -268,6 +272,7 @@ measure() { # target port mode conc
             after=$(cpu_ticks "$PROXY_PID")
             rss=$(status_kib "$PROXY_PID" VmRSS)
             ;;
+        hyper) after=$(cpu_ticks "$BARE_PID") ;;
         nginx) after=$(tree_ticks "$NGINX_PID") ;;
     esac
     echo "$mode $conc $target $out $((after - before)) $rss" >>"$RESULTS"
@@ -276,15 +281,20 @@ measure() { # target port mode conc
 
 # === 1. throughput and latency ===
 
-log "starting mock upstream, nginx, proxy"
+log "starting mock upstream, nginx, the bare hyper forwarder, proxy"
 start_mock "$MOCK_PORT"
 start_mock "$MOCK_PACED_PORT" --events "$PROBE_EVENTS" --interval-ms "$PROBE_INTERVAL_MS" --stamp
 # Streams that outlast the hold: an event every 500 ms for a minute past it.
 start_mock "$MOCK_LONG_PORT" --events $(((HOLD_SECS + 60) * 2)) --interval-ms 500
 start_nginx
+"$BIN/bare_forward" --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$MOCK_PORT" >"$TMP/bare.out" 2>&1 &
+BARE_PID=$!
+PIDS+=($BARE_PID)
+wait_http "http://127.0.0.1:$BARE_PORT/v1/models"
 start_proxy "$MOCK_PORT"
 check_target direct "$MOCK_PORT"
 check_target nginx "$NGINX_PORT"
+check_target hyper "$BARE_PORT"
 check_target proxy "$PROXY_PORT"
 run_wrk "$PROXY_PORT" nonstream 32 "$WARMUP" >/dev/null
 RSS_WARM=$(status_kib "$PROXY_PID" VmRSS)
@@ -294,9 +304,11 @@ for mode in $MODES; do
     for conc in $CONCURRENCY; do
         measure direct "$MOCK_PORT" "$mode" "$conc"
         measure nginx "$NGINX_PORT" "$mode" "$conc"
+        measure hyper "$BARE_PORT" "$mode" "$conc"
         measure proxy "$PROXY_PORT" "$mode" "$conc"
     done
 done
+kill "$BARE_PID" 2>/dev/null || true
 RSS_END=$(status_kib "$PROXY_PID" VmRSS)
 PROXY_REQUESTS=$(awk '$3 == "proxy" { n += $4 } END { print n + 0 }' "$RESULTS")
 # Growth: one more run at the highest concurrency, after the proxy has
@@ -369,29 +381,31 @@ fi
 echo
 echo "Relay load benchmark: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION}s per cell after ${WARMUP}s warm-up, wrk"
 echo "Latencies in microseconds; +p50 etc.: added over direct at the same mode and concurrency;"
-echo "x ng: the proxy's figure over nginx's (req/s: higher is better; added latency: lower is better;"
+echo "x ng: the proxy's (or the bare hyper forwarder's) figure over nginx's (req/s: higher is better; added latency: lower is better;"
 echo "'-' where an added latency is not positive, i.e. lost in noise). cpu: user+system time of the proxy"
 echo "(or of nginx's master and workers) per request in the cell, at ${TICKS} ticks/s; rss: the proxy's VmRSS after the cell."
+echo "rps x hy: the proxy's req/s over the bare hyper forwarder's, the floor its layers stand on."
 echo
 awk -v ticks="$TICKS" '
     { mode[NR] = $1; conc[NR] = $2; tgt[NR] = $3; n[NR] = $4; dur[NR] = $5; p50[NR] = $6; p99[NR] = $7; p999[NR] = $8; err[NR] = $9; cpu[NR] = $10; rss[NR] = $11
       key = $1 " " $2; rps[NR] = $4 / ($5 / 1e6)
       if ($3 == "direct") { d50[key] = $6; d99[key] = $7; d999[key] = $8 }
-      if ($3 == "nginx") { nrps[key] = rps[NR]; n50[key] = $6; n99[key] = $7 } }
+      if ($3 == "nginx") { nrps[key] = rps[NR]; n50[key] = $6; n99[key] = $7 }
+      if ($3 == "hyper") hrps[key] = rps[NR] }
     # A ratio of added latencies means nothing when either is not positive (noise).
     function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
     END {
-      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %9s %9s %10s %7s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "+p50 x ng", "+p99 x ng", "cpu us/req", "rss MiB"
+      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %9s %9s %8s %10s %7s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "+p50 x ng", "+p99 x ng", "rps x hy", "cpu us/req", "rss MiB"
       for (i = 1; i <= NR; i++) {
         key = mode[i] " " conc[i]
-        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; r2 = "-"; r3 = "-"; c = "-"; m = "-"
+        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; r2 = "-"; r3 = "-"; r4 = "-"; c = "-"; m = "-"
         if (tgt[i] != "direct") { a50 = p50[i] - d50[key]; a99 = p99[i] - d99[key]; a999 = p999[i] - d999[key] }
-        if (tgt[i] == "proxy") {
+        if (tgt[i] == "proxy" || tgt[i] == "hyper") {
           r1 = ratio(rps[i], nrps[key]); r2 = ratio(a50, n50[key] - d50[key]); r3 = ratio(a99, n99[key] - d99[key])
-          m = sprintf("%.1f", rss[i] / 1024)
         }
+        if (tgt[i] == "proxy") { r4 = ratio(rps[i], hrps[key]); m = sprintf("%.1f", rss[i] / 1024) }
         if (tgt[i] != "direct" && n[i] > 0) c = sprintf("%.1f", cpu[i] / ticks * 1e6 / n[i])
-        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %9s %9s %10s %7s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, c, m
+        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %9s %9s %8s %10s %7s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, r4, c, m
       }
     }' "$RESULTS"
 echo
