@@ -8,8 +8,9 @@
 //! `Pending`, and flushes on `Pending`: a 12-event stream cost the proxy 13
 //! `writev` calls and the client 13 reads. This body instead gives the
 //! connection task a few turns before it reports `Pending`, holding the
-//! frames that arrive meanwhile, and then yields them back to back, which
-//! the server writes out together. When nothing more is decodable (a paced
+//! frames that arrive meanwhile, and then yields them joined into one
+//! frame, which the server writes out at once (and which every layer above
+//! handles once, not once per event). When nothing more is decodable (a paced
 //! stream whose next event is still on the wire) the held frames go out
 //! after those turns: a delay of a few scheduler turns, no timer.
 //!
@@ -21,7 +22,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -80,7 +81,7 @@ where
         let mut this = self.project();
         loop {
             if *this.releasing {
-                if let Some(frame) = this.held.pop_front() {
+                if let Some(frame) = take_joined(this.held) {
                     *this.held_bytes -= frame.data_ref().map_or(0, Buf::remaining);
                     return Poll::Ready(Some(Ok(frame)));
                 }
@@ -154,6 +155,30 @@ where
     }
 }
 
+/// The first held frame, joined with the data frames right after it into
+/// one: every layer above (usage, model names, failover) and the server's
+/// chunked encoder then handle one frame per burst rather than one per SSE
+/// event, for the price of copying the burst once.
+fn take_joined(held: &mut VecDeque<Frame<Bytes>>) -> Option<Frame<Bytes>> {
+    let first = held.pop_front()?;
+    let run = held.iter().take_while(|frame| frame.is_data()).count();
+    if run == 0 || !first.is_data() {
+        return Some(first);
+    }
+    let len: usize = std::iter::once(&first)
+        .chain(held.iter().take(run))
+        .filter_map(Frame::data_ref)
+        .map(Bytes::len)
+        .sum();
+    let mut joined = BytesMut::with_capacity(len);
+    for frame in std::iter::once(first).chain(held.drain(..run)) {
+        if let Some(data) = frame.data_ref() {
+            joined.extend_from_slice(data);
+        }
+    }
+    Some(Frame::data(joined.freeze()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +241,30 @@ mod tests {
         (writes, error)
     }
 
+    #[test]
+    fn data_frames_are_joined_up_to_trailers() {
+        let trailers = || Frame::trailers(http::HeaderMap::new());
+        let mut held: VecDeque<Frame<Bytes>> = VecDeque::from([
+            Frame::data(event(0)),
+            Frame::data(event(1)),
+            trailers(),
+            Frame::data(event(2)),
+        ]);
+        let joined = take_joined(&mut held).and_then(|f| f.into_data().ok());
+        assert_eq!(joined, Some(Bytes::from([event(0), event(1)].concat())));
+        assert!(take_joined(&mut held).is_some_and(|f| f.is_trailers()));
+        assert_eq!(
+            take_joined(&mut held).and_then(|f| f.into_data().ok()),
+            Some(event(2))
+        );
+        assert!(take_joined(&mut held).is_none());
+    }
+
+    /// The bytes of each write, frames joined.
+    fn bytes_of(writes: &[Vec<Bytes>]) -> Vec<u8> {
+        writes.iter().flatten().flat_map(|b| b.to_vec()).collect()
+    }
+
     fn event(n: usize) -> Bytes {
         Bytes::from(format!("event: e{n}\ndata: {{}}\n\n"))
     }
@@ -233,16 +282,19 @@ mod tests {
         });
         let (writes, error) = writes(Coalesce::new(Channel(rx))).await;
         assert!(error.is_none());
-        let all: Vec<Bytes> = writes.concat();
         assert_eq!(
-            all,
-            (0..12).map(event).collect::<Vec<_>>(),
+            bytes_of(&writes),
+            bytes_of(&[(0..12).map(event).collect()]),
             "in order, untouched"
         );
         assert!(
             writes.len() <= 2,
             "{} writes for 12 ready events",
             writes.len()
+        );
+        assert!(
+            writes.iter().all(|write| write.len() == 1),
+            "each write one joined frame: {writes:?}"
         );
     }
 
@@ -291,7 +343,7 @@ mod tests {
         tx.send(Err("reset")).await.unwrap();
         drop(tx);
         let (writes, error) = writes(Coalesce::new(Channel(rx))).await;
-        assert_eq!(writes.concat(), vec![event(0), event(1)]);
+        assert_eq!(bytes_of(&writes), bytes_of(&[vec![event(0), event(1)]]));
         assert_eq!(error, Some("reset"));
     }
 
@@ -305,14 +357,21 @@ mod tests {
         let mut body = Coalesce::new(Channel(rx));
         // Everything is ready: the first poll gathers at most the cap.
         let first = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        assert!(first.is_some());
-        assert!(
-            body.held.len() < MAX_HELD_FRAMES,
-            "{} held",
-            body.held.len()
+        let first = first
+            .and_then(|f| f.ok()?.into_data().ok())
+            .expect("a data frame");
+        let capped: Vec<u8> = (0..MAX_HELD_FRAMES)
+            .flat_map(|n| event(n).to_vec())
+            .collect();
+        assert_eq!(
+            &first[..],
+            &capped[..],
+            "the first batch is the cap, joined"
         );
         let rest = body.collect().await.expect("no error").to_bytes();
-        let expected: Vec<u8> = (1..100).flat_map(|n| event(n).to_vec()).collect();
+        let expected: Vec<u8> = (MAX_HELD_FRAMES..100)
+            .flat_map(|n| event(n).to_vec())
+            .collect();
         assert_eq!(&rest[..], &expected[..]);
     }
 
