@@ -50,19 +50,9 @@ struct Args {
 type Forwarder = Client<HttpConnector, Incoming>;
 type AnswerBody = BoxBody<Bytes, hyper::Error>;
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match serve(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -769,27 +769,27 @@ impl H2 {
     /// Acknowledges settings and pings, as a live client does, until the
     /// proxy says GOAWAY or closes, or `within` passes.
     async fn keep_alive_until_closed(&mut self, within: Duration) -> H2Answer {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.read_frame()).await {
-                Err(_) => return H2Answer::Nothing,
-                Ok(Err(_)) => return H2Answer::Closed,
-                Ok(Ok((GOAWAY, ..))) => return H2Answer::GoAway,
-                Ok(Ok((PING, 0, _, payload))) => self.send_frame(PING, ACK, 0, &payload).await,
-                Ok(Ok((SETTINGS, 0, _, _))) => self.send_frame(SETTINGS, ACK, 0, &[]).await,
-                Ok(Ok(_)) => {}
-            }
-        }
+        self.read_until_closed(within, true).await
     }
 
     /// Reads frames for `within`; says how the connection ended, if it did.
     async fn drain(&mut self, within: Duration) -> H2Answer {
+        self.read_until_closed(within, false).await
+    }
+
+    /// Reads frames until GOAWAY, a close, or `within`; acknowledges
+    /// settings and pings when `ack` is set.
+    async fn read_until_closed(&mut self, within: Duration, ack: bool) -> H2Answer {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.read_frame()).await {
                 Err(_) => return H2Answer::Nothing,
                 Ok(Err(_)) => return H2Answer::Closed,
                 Ok(Ok((GOAWAY, ..))) => return H2Answer::GoAway,
+                Ok(Ok((PING, 0, _, payload))) if ack => {
+                    self.send_frame(PING, ACK, 0, &payload).await
+                }
+                Ok(Ok((SETTINGS, 0, _, _))) if ack => self.send_frame(SETTINGS, ACK, 0, &[]).await,
                 Ok(Ok(_)) => {}
             }
         }

@@ -1,6 +1,29 @@
 # Shared by run.sh and instructions.sh (sourced): the client key, the
 # proxy's keys and accounts, and the request both scripts send, so the two
-# measure the same thing.
+# measure the same thing; and the helpers both use.
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Stops every process the script started (their pids in the array PIDS).
+stop_started() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+}
+
+# Waits until `url` answers, for at most `seconds` (default 10); WAIT_HINT,
+# when set, is added to the error.
+wait_http() { # url [seconds]
+    local i
+    for i in $(seq 1 $((${2:-10} * 20))); do
+        curl -s -o /dev/null --max-time 1 "$1" && return 0
+        sleep 0.05
+    done
+    die "nothing answers at $1${WAIT_HINT:+ ($WAIT_HINT)}"
+}
 
 CLIENT_KEY=sk-relay-bench
 

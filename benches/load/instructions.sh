@@ -36,15 +36,8 @@ BIN=$ROOT/target/release/examples
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/relay-instr.XXXXXX")
 PIDS=()
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
+    stop_started
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -72,15 +65,6 @@ if (($# > 0)); then
     BINARIES+=("$1")
 fi
 BINARIES+=("$NEW")
-
-wait_http() { # url
-    local i
-    for i in $(seq 1 300); do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.1
-    done
-    die "nothing answers at $1"
-}
 
 "$BIN/mock_upstream" --listen "127.0.0.1:$MOCK_PORT" >"$TMP/mock.log" 2>&1 &
 PIDS+=($!)
@@ -128,7 +112,8 @@ instructions() { # binary mode count
     RUST_LOG=$PROXY_LOG valgrind --tool=callgrind --callgrind-out-file="$out" \
         --log-file="$TMP/valgrind.log" "$1" --config "$TMP/relay.toml" >/dev/null 2>&1 &
     proxy=$!
-    wait_http "http://127.0.0.1:$PROXY_PORT/healthz"
+    # Under valgrind the proxy takes a while to start.
+    wait_http "http://127.0.0.1:$PROXY_PORT/healthz" 30
     wrk -t4 -c4 -d600s -s "$TMP/run.lua" "http://127.0.0.1:$PROXY_PORT/v1/messages" \
         >"$TMP/wrk.out" 2>"$TMP/wrk.err" &
     local load=$!

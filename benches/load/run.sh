@@ -69,15 +69,10 @@ case $LOGS in
 esac
 PIDS=()
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+WAIT_HINT="LOAD_LOGS=file LOAD_KEEP=1 keep the logs"
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
+    stop_started
     if [[ ${LOAD_KEEP:-0} == 1 ]]; then
         log "kept $TMP"
     else
@@ -113,15 +108,6 @@ log "building (release)"
 (cd "$ROOT" && cargo build --release --quiet --example proxy --example mock_upstream --example stream_probe --example bare_forward)
 
 # === processes ===
-
-wait_http() { # url
-    local i
-    for i in $(seq 1 200); do
-        curl -s -o /dev/null --max-time 1 "$1" && return 0
-        sleep 0.05
-    done
-    die "nothing answers at $1 (LOAD_LOGS=file LOAD_KEEP=1 keep the logs)"
-}
 
 start_mock() { # port, extra args...
     local port=$1
