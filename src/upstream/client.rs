@@ -12,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::Pool;
 use super::UpstreamConfig;
 
 pub(super) type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -39,10 +40,12 @@ impl ProxiedClient {
     }
 }
 
-/// One pooled client for direct traffic, and one per egress proxy, made on
-/// first use: connections through different proxies must never share a pool.
+/// The in-task pool for direct plain-HTTP traffic, one pooled client for
+/// direct HTTPS traffic, and one per egress proxy, made on first use:
+/// connections through different proxies must never share a pool.
 pub(super) struct Clients {
     pub(super) config: UpstreamConfig,
+    pub(super) pool: Pool,
     pub(super) direct: DirectClient,
     proxied: Mutex<HashMap<Arc<str>, ProxiedClient>>,
 }
@@ -51,6 +54,7 @@ impl Clients {
     pub(super) fn new(config: UpstreamConfig) -> Self {
         let direct = build_client(&config, http_connector(&config));
         Self {
+            pool: Pool::new(config.clone()),
             config,
             direct,
             proxied: Mutex::new(HashMap::new()),

@@ -48,19 +48,33 @@ pin_project! {
         // The inner body's error, yielded after the frames before it.
         error: Option<B::Error>,
         turns: u8,
+        max_turns: u8,
         releasing: bool,
         inner_done: bool,
     }
 }
 
 impl<B: Body> Coalesce<B> {
+    /// Over a body fed by another task (hyper-util's client).
     pub(super) fn new(inner: B) -> Self {
+        Self::with_turns(inner, TURNS)
+    }
+
+    /// Over a body decoded in the polling task itself (the
+    /// [`pool`](super::pool)'s): its `Pending` already means nothing more
+    /// is decodable, so the held frames go out at once.
+    pub(super) fn in_task(inner: B) -> Self {
+        Self::with_turns(inner, 0)
+    }
+
+    fn with_turns(inner: B, max_turns: u8) -> Self {
         Self {
             inner,
             held: VecDeque::new(),
             held_bytes: 0,
             error: None,
             turns: 0,
+            max_turns,
             releasing: false,
             inner_done: false,
         }
@@ -119,7 +133,7 @@ where
                     *this.releasing = true;
                 }
                 Poll::Pending if this.held.is_empty() => return Poll::Pending,
-                Poll::Pending if *this.turns < TURNS => {
+                Poll::Pending if *this.turns < *this.max_turns => {
                     // Let the tasks that feed the inner body run first: a
                     // task that wakes itself goes to the back of the queue.
                     *this.turns += 1;

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 
 use super::coalesce::Coalesce;
+use super::pool::{PooledBody, SendError};
 use crate::account::AccountId;
 use crate::body::RelayBody;
 use crate::error::{RelayError, UpstreamError, UpstreamErrorKind};
@@ -34,12 +35,21 @@ pin_project! {
     }
 }
 
+/// A request on its way through the [`pool`](super::pool).
+pub(super) type PooledFuture =
+    Pin<Box<dyn Future<Output = Result<Response<PooledBody>, SendError>> + Send>>;
+
 pin_project! {
     #[project = StateProj]
     enum State {
         Waiting {
             #[pin]
             future: Timeout<legacy::ResponseFuture>,
+            account: AccountId,
+        },
+        Pooled {
+            #[pin]
+            future: Timeout<PooledFuture>,
             account: AccountId,
         },
         Failed {
@@ -62,6 +72,15 @@ impl ResponseFuture {
         }
     }
 
+    pub(super) fn pooled(future: PooledFuture, timeout: Duration, account: AccountId) -> Self {
+        Self {
+            state: State::Pooled {
+                future: tokio::time::timeout(timeout, future),
+                account,
+            },
+        }
+    }
+
     pub(super) fn failed(error: UpstreamError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
@@ -75,31 +94,25 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Waiting { future, account } => {
-                let error = |kind, source: Option<crate::BoxError>| {
-                    Err(RelayError::from(UpstreamError::new(
-                        kind,
-                        account.clone(),
-                        source,
-                    )))
-                };
-                Poll::Ready(match ready!(future.poll(cx)) {
+                let answer = match ready!(future.poll(cx)) {
                     Ok(Ok(response)) => {
-                        let (mut parts, body) = response.into_parts();
-                        for name in &DROPPED_RESPONSE_HEADERS {
-                            parts.headers.remove(name);
-                        }
-                        parts.headers.remove("openai-organization");
-                        Ok(Response::from_parts(
-                            parts,
-                            RelayBody::new(Coalesce::new(body)),
-                        ))
+                        Ok(answer(response, |body| RelayBody::new(Coalesce::new(body))))
                     }
-                    Ok(Err(e)) if e.is_connect() => {
-                        error(UpstreamErrorKind::Connect, Some(e.into()))
-                    }
-                    Ok(Err(e)) => error(UpstreamErrorKind::Io, Some(e.into())),
-                    Err(elapsed) => error(UpstreamErrorKind::Timeout, Some(elapsed.into())),
-                })
+                    Ok(Err(e)) if e.is_connect() => Err((UpstreamErrorKind::Connect, e.into())),
+                    Ok(Err(e)) => Err((UpstreamErrorKind::Io, e.into())),
+                    Err(elapsed) => Err((UpstreamErrorKind::Timeout, elapsed.into())),
+                };
+                Poll::Ready(answer.map_err(|failure| failed(failure, account)))
+            }
+            StateProj::Pooled { future, account } => {
+                let answer = match ready!(future.poll(cx)) {
+                    Ok(Ok(response)) => Ok(answer(response, |body| {
+                        RelayBody::new(Coalesce::in_task(body))
+                    })),
+                    Ok(Err(failure)) => Err(failure),
+                    Err(elapsed) => Err((UpstreamErrorKind::Timeout, elapsed.into())),
+                };
+                Poll::Ready(answer.map_err(|failure| failed(failure, account)))
             }
             StateProj::Failed { error } => Poll::Ready(match error.take() {
                 Some(e) => Err(e.into()),
@@ -107,4 +120,18 @@ impl Future for ResponseFuture {
             }),
         }
     }
+}
+
+/// The upstream's answer without the headers of its hop and account.
+fn answer<B>(response: Response<B>, body: impl FnOnce(B) -> RelayBody) -> Response<RelayBody> {
+    let (mut parts, inner) = response.into_parts();
+    for name in &DROPPED_RESPONSE_HEADERS {
+        parts.headers.remove(name);
+    }
+    parts.headers.remove("openai-organization");
+    Response::from_parts(parts, body(inner))
+}
+
+fn failed((kind, source): SendError, account: &AccountId) -> RelayError {
+    UpstreamError::new(kind, account.clone(), Some(source)).into()
 }

@@ -1,8 +1,11 @@
 //! Sends the request to the selected account over a pooled HTTP client.
 //!
-//! One hyper-util client with rustls (HTTP/1.1, and HTTP/2 where the
-//! upstream offers it by ALPN) serves every direct account; each egress
-//! proxy (`CONNECT` tunnel) gets a client of its own. The request must
+//! Direct accounts on plain `http://` upstreams (local gateways, sidecars,
+//! the mock) go through an HTTP/1.1 pool whose connections are driven by
+//! the request's own task (see `pool.rs`: no hand-offs between tasks).
+//! Direct HTTPS accounts share one hyper-util client with rustls (HTTP/1.1,
+//! and HTTP/2 where the upstream offers it by ALPN); each egress proxy
+//! (`CONNECT` tunnel or SOCKS5) gets a client of its own. The request must
 //! already be addressed and signed (see
 //! [`credentials`](crate::credentials)). The response body streams through
 //! frame by frame, never copied or merged; frames that are already
@@ -41,6 +44,7 @@
 mod client;
 mod coalesce;
 mod future;
+mod pool;
 
 pub use future::ResponseFuture;
 
@@ -49,6 +53,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::Scheme;
 use http::{Request, Version};
 use http_body_util::Full;
 use tower_service::Service;
@@ -174,6 +179,11 @@ impl Service<Request<Bytes>> for Upstream {
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, Full::new(body));
         let future = match proxy {
+            None if req.uri().scheme() == Some(&Scheme::HTTP) => {
+                let pool = self.clients.pool.clone();
+                let future = Box::pin(async move { pool.send(req).await });
+                return ResponseFuture::pooled(future, timeout, account);
+            }
             None => self.clients.direct.request(req),
             Some(proxy) => match self.clients.proxied(proxy) {
                 Ok(client) => client.request(req),
