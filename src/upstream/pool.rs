@@ -13,9 +13,10 @@
 //! it out polls it once, which finds a connection the upstream closed or
 //! that was left mid-message, and such a connection is dropped.
 //!
-//! Measured with a bare forwarder (benches' `bare_forward` against the
-//! same forwarder over this pool), wrk at concurrency 256 on 2 cores:
-//! 24–25 → 18–20 µs of CPU per request, 35–37k → 41–46k requests/s.
+//! Measured with wrk at concurrency 256 on 2 cores, non-stream: the
+//! proxy's CPU per request 62–65 → 54 µs; a forwarder prototype on this
+//! design against `examples/bare_forward` (hyper-util's client) 24–25 →
+//! 18–20 µs, 35–37k → 41–46k requests/s.
 //!
 //! HTTPS upstreams stay on hyper-util's client: it negotiates HTTP/2 by
 //! ALPN, and a multiplexed connection needs a task of its own.
@@ -140,20 +141,26 @@ impl Pool {
                 None => (self.connect(&authority).await?, false),
             };
             let mut sending = std::pin::pin!(conn.send.try_send_request(req));
+            let mut ended = false;
             let sent = poll_fn(|cx| {
                 // The connection writes the request and reads the answer
-                // only when polled; it stays pending while it is open.
-                conn.drive(cx);
+                // only when polled; it stays pending while it is open, and
+                // once it has ended it is not polled again.
+                if !ended {
+                    ended = conn.drive(cx);
+                }
                 sending.as_mut().poll(cx)
             })
             .await;
             match sent {
                 Ok(response) => {
-                    let lease = Lease {
+                    // An ended connection has already handed the body all
+                    // it will get.
+                    let lease = (!ended).then(|| Lease {
                         conn,
                         pool: Arc::downgrade(&self.inner),
                         authority: authority.clone(),
-                    };
+                    });
                     return Ok(response.map(|body| PooledBody::new(body, lease)));
                 }
                 Err(mut e) => match e.take_message() {
@@ -179,7 +186,9 @@ impl Pool {
         let host = match hosts.by_authority.get_mut(authority) {
             Some(host) => host,
             None => {
-                let header = HeaderValue::from_str(authority.as_str())
+                // Without any `user:password@`: that is not for the upstream's eyes.
+                let host_and_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+                let header = HeaderValue::from_str(host_and_port)
                     .map_err(|e| (UpstreamErrorKind::Request, BoxError::from(e)))?;
                 hosts.by_authority.entry(authority.clone()).or_insert(Host {
                     header,
@@ -336,11 +345,8 @@ pub(super) struct PooledBody {
 }
 
 impl PooledBody {
-    fn new(incoming: Incoming, lease: Lease) -> Self {
-        let mut body = Self {
-            incoming,
-            lease: Some(lease),
-        };
+    fn new(incoming: Incoming, lease: Option<Lease>) -> Self {
+        let mut body = Self { incoming, lease };
         if body.incoming.is_end_stream() {
             // No body to read (204, HEAD, `content-length: 0`): a server
             // never polls it, so the connection goes back now.
