@@ -1,7 +1,11 @@
 //! Where usage reports go.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use metrics::{Counter, Histogram};
 
 use tokio::sync::mpsc;
 
@@ -206,6 +210,14 @@ impl UsageReceiver {
 /// `relay_incomplete_responses_total{account, end}`. With no recorder
 /// installed it costs next to nothing.
 ///
+/// The handles of each (account, key) pair are registered once and kept:
+/// going through the recorder's registry on every report cost a dozen
+/// allocations per request (a label list per metric, and the registry's
+/// copies). They are registered again when the current recorder is another
+/// one than the one they came from, and every few seconds, so an exporter
+/// that forgets metrics idle for 5 s or more (`idle_timeout`) gets them
+/// back when they are used again.
+///
 /// # Examples
 ///
 /// ```
@@ -213,13 +225,89 @@ impl UsageReceiver {
 ///
 /// MetricsSink::new().record(&UsageReport::default());
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsSink;
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSink {
+    handles: Arc<HandleCache>,
+}
 
 impl MetricsSink {
     /// The sink.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+}
+
+/// How long registered handles are used before they are looked up again.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// The most (account, key) pairs kept: past it the cache starts over, so
+/// accounts and keys removed by reloads do not pile up.
+const MAX_CACHED_PAIRS: usize = 4096;
+
+/// An account's and a key's names.
+type Pair = (Arc<str>, Arc<str>);
+
+#[derive(Default)]
+struct HandleCache {
+    by_pair: RwLock<HashMap<Pair, Arc<PairHandles>>>,
+}
+
+impl std::fmt::Debug for HandleCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandleCache").finish_non_exhaustive()
+    }
+}
+
+/// The registered metrics of one (account, key) pair, and the recorder
+/// they belong to.
+struct PairHandles {
+    recorder: usize,
+    registered: Instant,
+    tokens: [Counter; 4],
+    first_token: Histogram,
+    response: Histogram,
+}
+
+/// The `kind` label of each of [`PairHandles::tokens`].
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_creation"];
+
+/// The address of the recorder in use here: a local one in a test, else
+/// the global one.
+fn current_recorder() -> usize {
+    metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>() as usize)
+}
+
+impl HandleCache {
+    fn get(&self, account: &Arc<str>, key: &Arc<str>) -> Arc<PairHandles> {
+        let recorder = current_recorder();
+        let pair = (account.clone(), key.clone());
+        let cached = self
+            .by_pair
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&pair)
+            .filter(|handles| {
+                handles.recorder == recorder && handles.registered.elapsed() < REFRESH
+            })
+            .cloned();
+        if let Some(handles) = cached {
+            return handles;
+        }
+        let handles = Arc::new(PairHandles {
+            recorder,
+            registered: Instant::now(),
+            tokens: TOKEN_KINDS.map(|kind| {
+                metrics::counter!("relay_tokens_total", "kind" => kind, "key" => key.clone(), "account" => account.clone())
+            }),
+            first_token: metrics::histogram!("relay_first_token_seconds", "account" => account.clone()),
+            response: metrics::histogram!("relay_response_seconds", "account" => account.clone()),
+        });
+        let mut by_pair = self.by_pair.write().unwrap_or_else(PoisonError::into_inner);
+        if by_pair.len() >= MAX_CACHED_PAIRS {
+            by_pair.clear();
+        }
+        by_pair.insert(pair, handles.clone());
+        handles
     }
 }
 
@@ -229,27 +317,91 @@ impl UsageSink for MetricsSink {
         let none = || Arc::<str>::from("");
         let account = r.account.as_ref().map_or_else(none, AccountId::shared);
         let key = r.key.as_ref().map_or_else(none, KeyId::shared);
+        let handles = self.handles.get(&account, &key);
         let u = &r.usage;
-        for (kind, tokens) in [
-            ("input", u.input_tokens),
-            ("output", u.output_tokens),
-            ("cache_read", u.cache_read_input_tokens),
-            ("cache_creation", u.cache_creation_input_tokens),
-        ] {
+        let tokens = [
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+        ];
+        for (counter, tokens) in handles.tokens.iter().zip(tokens) {
             if tokens > 0 {
-                metrics::counter!("relay_tokens_total", "kind" => kind, "key" => key.clone(), "account" => account.clone())
-                    .increment(tokens);
+                counter.increment(tokens);
             }
         }
         if let Some(ttft) = r.first_token {
-            metrics::histogram!("relay_first_token_seconds", "account" => account.clone())
-                .record(ttft.as_secs_f64());
+            handles.first_token.record(ttft.as_secs_f64());
         }
-        metrics::histogram!("relay_response_seconds", "account" => account.clone())
-            .record(r.duration.as_secs_f64());
+        handles.response.record(r.duration.as_secs_f64());
         if !r.complete {
+            // Rare, and labelled by how the answer ended: not cached.
             metrics::counter!("relay_incomplete_responses_total", "account" => account, "end" => r.end.as_str())
                 .increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+
+    fn report(account: &str, input: u64) -> UsageReport {
+        let mut report = UsageReport {
+            account: Some(AccountId::from(account)),
+            key: Some(KeyId::from("team-a")),
+            complete: true,
+            ..UsageReport::default()
+        };
+        report.usage.input_tokens = input;
+        report
+    }
+
+    /// The value of the first line of `rendered` that starts with `series`.
+    fn value(recorder: &PrometheusRecorder, series: &str) -> Option<f64> {
+        recorder
+            .handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    const INPUT_A1: &str = r#"relay_tokens_total{kind="input",key="team-a",account="a1"}"#;
+
+    #[test]
+    fn reports_add_up_through_the_kept_handles() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let sink = MetricsSink::new();
+        metrics::with_local_recorder(&recorder, || {
+            sink.record(&report("a1", 10));
+            sink.record(&report("a1", 5));
+            sink.record(&report("a2", 7));
+        });
+        assert_eq!(value(&recorder, INPUT_A1), Some(15.0));
+        assert_eq!(
+            value(
+                &recorder,
+                r#"relay_tokens_total{kind="input",key="team-a",account="a2"}"#
+            ),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(&recorder, r#"relay_response_seconds_count{account="a1"}"#),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn another_recorder_gets_handles_of_its_own() {
+        let first = PrometheusBuilder::new().build_recorder();
+        let second = PrometheusBuilder::new().build_recorder();
+        let sink = MetricsSink::new();
+        metrics::with_local_recorder(&first, || sink.record(&report("a1", 10)));
+        metrics::with_local_recorder(&second, || sink.record(&report("a1", 3)));
+        metrics::with_local_recorder(&first, || sink.record(&report("a1", 1)));
+        assert_eq!(value(&first, INPUT_A1), Some(11.0));
+        assert_eq!(value(&second, INPUT_A1), Some(3.0));
     }
 }
