@@ -552,10 +552,6 @@ mod tests {
         }
     }
 
-    fn pool(config: UpstreamConfig) -> Pool {
-        Pool::new(config)
-    }
-
     async fn body_of(response: Response<PooledBody>) -> Bytes {
         response
             .into_body()
@@ -578,7 +574,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_share_one_connection_in_origin_form_with_a_host() {
         let upstream = TestUpstream::start(Reply::Ok).await;
-        let pool = pool(UpstreamConfig::default());
+        let pool = Pool::new(UpstreamConfig::default());
         for _ in 0..3 {
             let response = pool
                 .send(upstream.request("/v1/messages?beta=true"))
@@ -602,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
         let upstream = TestUpstream::start(Reply::OkThenHangUp).await;
-        let pool = pool(UpstreamConfig::default());
+        let pool = Pool::new(UpstreamConfig::default());
         for n in 1..=3 {
             let response = pool.send(upstream.request("/")).await.expect("an answer");
             assert_eq!(body_of(response).await, "ok");
@@ -615,7 +611,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_without_a_body_gives_its_connection_back_at_once() {
         let upstream = TestUpstream::start(Reply::NoContent).await;
-        let pool = pool(UpstreamConfig::default());
+        let pool = Pool::new(UpstreamConfig::default());
         for _ in 0..3 {
             let response = pool.send(upstream.request("/")).await.expect("an answer");
             assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
@@ -628,7 +624,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_before_its_end_closes_its_connection() {
         let upstream = TestUpstream::start(Reply::StartStream).await;
-        let pool = pool(UpstreamConfig::default());
+        let pool = Pool::new(UpstreamConfig::default());
         let response = pool.send(upstream.request("/")).await.expect("an answer");
         let mut body = response.into_body();
         let first = body.frame().await.expect("a frame").expect("no error");
@@ -650,7 +646,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_past_the_cap_are_closed() {
         let upstream = TestUpstream::start(Reply::Ok).await;
-        let pool = pool(UpstreamConfig {
+        let pool = Pool::new(UpstreamConfig {
             pool_max_idle_per_host: 1,
             ..UpstreamConfig::default()
         });
@@ -674,7 +670,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_connection_is_closed_not_used() {
         let upstream = TestUpstream::start(Reply::Ok).await;
-        let pool = pool(UpstreamConfig {
+        let pool = Pool::new(UpstreamConfig {
             pool_idle_timeout: Duration::from_millis(30),
             ..UpstreamConfig::default()
         });
@@ -694,7 +690,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let authority = listener.local_addr().expect("address");
         drop(listener);
-        let pool = pool(UpstreamConfig::default());
+        let pool = Pool::new(UpstreamConfig::default());
         let req = Request::post(format!("http://{authority}/"))
             .body(Full::new(Bytes::new()))
             .expect("request");
