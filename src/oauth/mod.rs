@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -91,9 +92,37 @@ impl<S> OAuthRefresh<S> {
     inner_accessors!();
 }
 
-/// Response future of [`OAuthRefresh`].
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<RelayBody>, RelayError>> + Send>>;
+pin_project! {
+    /// Response future of [`OAuthRefresh`]: the inner service's own future
+    /// for accounts that never refresh (no allocation on that path), or a
+    /// boxed one that may wait for a refresh first.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Direct { #[pin] inner: F },
+        Refreshing { inner: Pin<Box<dyn Future<Output = Result<Response<RelayBody>, RelayError>> + Send>> },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RelayBody>, RelayError>>,
+{
+    type Output = Result<Response<RelayBody>, RelayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Direct { inner } => inner.poll(cx),
+            StateProj::Refreshing { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
 
 impl<S> Service<Request<Bytes>> for OAuthRefresh<S>
 where
@@ -105,7 +134,7 @@ where
 {
     type Response = Response<RelayBody>;
     type Error = RelayError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
         self.inner.poll_ready(cx)
@@ -126,12 +155,16 @@ where
             })
             .cloned();
         let Some(account) = refreshable else {
-            return Box::pin(self.inner.call(req));
+            return ResponseFuture {
+                state: State::Direct {
+                    inner: self.inner.call(req),
+                },
+            };
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let refresher = self.refresher.clone();
-        Box::pin(async move {
+        let inner = Box::pin(async move {
             let bearer = refresher.bearer(&account).await.map_err(|e| {
                 tracing::warn!(account = %account.id(), error = %e, "OAuth refresh failed");
                 RelayError::from(UpstreamError::new(
@@ -142,6 +175,9 @@ where
             })?;
             req.headers_mut().insert(header::AUTHORIZATION, bearer);
             inner.call(req).await
-        })
+        });
+        ResponseFuture {
+            state: State::Refreshing { inner },
+        }
     }
 }

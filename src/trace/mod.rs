@@ -96,8 +96,7 @@ where
         let id = req
             .extensions()
             .get::<RequestId>()
-            .map(|id| id.as_str().to_owned())
-            .unwrap_or_default();
+            .map_or("", RequestId::as_str);
         let span = tracing::info_span!(
             "request",
             id = %id,
@@ -142,8 +141,7 @@ where
             let account = response
                 .extensions()
                 .get::<ServedBy>()
-                .map(|s| s.0.to_string())
-                .unwrap_or_default();
+                .map_or("", |s| s.0.as_str());
             let attempts = response
                 .headers()
                 .get("x-relay-attempts")

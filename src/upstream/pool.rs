@@ -69,7 +69,7 @@ impl Conn {
 
 /// A pooled connection and when it went idle.
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -136,9 +136,14 @@ impl Pool {
         parts.headers.insert(header::HOST, host);
         let mut req = Request::from_parts(parts, body);
         loop {
+            // A connection is boxed once, when made: it moves between the
+            // pool, this future and the response body on every request,
+            // and at hundreds of bytes those moves were copies.
             let (mut conn, reused) = match pooled.take() {
                 Some(conn) => (conn, true),
-                None => (self.connect(&authority).await?, false),
+                // Boxed too: connecting is rare, and its state would
+                // otherwise take room in every request's future.
+                None => (Box::pin(self.connect(&authority)).await?, false),
             };
             let mut sending = std::pin::pin!(conn.send.try_send_request(req));
             let mut ended = false;
@@ -176,7 +181,7 @@ impl Pool {
 
     /// The `Host` header for `authority`, and its newest usable idle
     /// connection, if any.
-    fn take(&self, authority: &Authority) -> Result<(HeaderValue, Option<Conn>), SendError> {
+    fn take(&self, authority: &Authority) -> Result<(HeaderValue, Option<Box<Conn>>), SendError> {
         let mut stale = Vec::new();
         let mut hosts = self
             .inner
@@ -212,7 +217,7 @@ impl Pool {
         Ok((header, found))
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<Conn, SendError> {
+    async fn connect(&self, authority: &Authority) -> Result<Box<Conn>, SendError> {
         let connect_error = |e: BoxError| (UpstreamErrorKind::Connect, e);
         let host = authority.host();
         // `Authority::host` keeps an IPv6 address's brackets.
@@ -238,14 +243,14 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| connect_error(e.into()))?;
-        Ok(Conn { send, driver })
+        Ok(Box::new(Conn { send, driver }))
     }
 }
 
 impl Inner {
     /// Puts a connection whose last response has ended back, newest last;
     /// past the idle cap, the oldest is closed.
-    fn put(self: &Arc<Self>, authority: Authority, conn: Conn) {
+    fn put(self: &Arc<Self>, authority: Authority, conn: Box<Conn>) {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         if !hosts.reaping {
             hosts.reaping = spawn_reaper(Arc::downgrade(self));
@@ -322,7 +327,7 @@ fn spawn_reaper(pool: Weak<Inner>) -> bool {
 
 /// A connection on loan to one response.
 struct Lease {
-    conn: Conn,
+    conn: Box<Conn>,
     pool: Weak<Inner>,
     authority: Authority,
 }
