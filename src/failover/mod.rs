@@ -310,7 +310,11 @@ where
                 }
             }
             let mut attempt = Request::from_parts(parts.clone(), body.clone());
-            attempt.extensions_mut().insert(self.excluded.clone());
+            // Selection reads no entry as nothing excluded: the first
+            // attempt spares the clone and the room in the extensions.
+            if !self.excluded.0.is_empty() {
+                attempt.extensions_mut().insert(self.excluded.clone());
+            }
             if let Some(account) = &self.pinned {
                 attempt
                     .extensions_mut()
