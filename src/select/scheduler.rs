@@ -396,7 +396,8 @@ impl Scheduler {
             .candidate_indexes(req.endpoint, req.model, req.group);
         // Most requests exclude nothing and pin nothing: they use the
         // cached list as it is.
-        if req.excluded.is_some() || req.pinned.is_some() {
+        let excludes = req.excluded.is_some_and(|e| !e.0.is_empty());
+        if excludes || req.pinned.is_some() {
             indexes = indexes
                 .iter()
                 .copied()
