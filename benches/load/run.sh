@@ -15,8 +15,11 @@
 # Everything listens on 127.0.0.1 only. Not run in CI.
 #
 # Settings (environment):
-#   LOAD_DURATION=8          seconds measured per (target, mode, concurrency)
-#   LOAD_WARMUP=2            seconds of unmeasured load before each measurement
+#   LOAD_ROUNDS=3            rounds of the table; each round measures every target once per cell,
+#                            one after the other, and the report gives each figure's median over
+#                            the rounds and each ratio's median (with its range) over the rounds
+#   LOAD_DURATION=6          seconds measured per (round, target, mode, concurrency)
+#   LOAD_WARMUP=1            seconds of unmeasured load before each measurement
 #   LOAD_CONCURRENCY="1 32 256"
 #   LOAD_MODES="nonstream stream"
 #   LOAD_PROBE_STREAMS=10    paced streams (200 events, 10 ms apart) at once for the per-event delay
@@ -32,8 +35,9 @@
 
 set -euo pipefail
 
-DURATION=${LOAD_DURATION:-8}
-WARMUP=${LOAD_WARMUP:-2}
+ROUNDS=${LOAD_ROUNDS:-3}
+DURATION=${LOAD_DURATION:-6}
+WARMUP=${LOAD_WARMUP:-1}
 CONCURRENCY=${LOAD_CONCURRENCY:-"1 32 256"}
 MODES=${LOAD_MODES:-"nonstream stream"}
 PROBE_STREAMS=${LOAD_PROBE_STREAMS:-10}
@@ -243,8 +247,8 @@ run_wrk() { # port mode conc seconds
         | awk '/^RESULT/ { print $2, $3, $4, $5, $6, $7 }'
 }
 
-measure() { # target port mode conc
-    local target=$1 port=$2 mode=$3 conc=$4 before=0 after=0 rss=0 out
+measure() { # round target port mode conc
+    local round=$1 target=$2 port=$3 mode=$4 conc=$5 before=0 after=0 rss=0 out
     run_wrk "$port" "$mode" "$conc" "$WARMUP" >/dev/null
     case $target in
         proxy) before=$(cpu_ticks "$PROXY_PID") ;;
@@ -261,8 +265,8 @@ measure() { # target port mode conc
         hyper) after=$(cpu_ticks "$BARE_PID") ;;
         nginx) after=$(tree_ticks "$NGINX_PID") ;;
     esac
-    echo "$mode $conc $target $out $((after - before)) $rss" >>"$RESULTS"
-    log "$mode c=$conc $target: $out"
+    echo "$round $mode $conc $target $out $((after - before)) $rss" >>"$RESULTS"
+    log "round $round $mode c=$conc $target: $out"
 }
 
 # === 1. throughput and latency ===
@@ -286,17 +290,22 @@ run_wrk "$PROXY_PORT" nonstream 32 "$WARMUP" >/dev/null
 RSS_WARM=$(status_kib "$PROXY_PID" VmRSS)
 
 : >"$RESULTS"
-for mode in $MODES; do
-    for conc in $CONCURRENCY; do
-        measure direct "$MOCK_PORT" "$mode" "$conc"
-        measure nginx "$NGINX_PORT" "$mode" "$conc"
-        measure hyper "$BARE_PORT" "$mode" "$conc"
-        measure proxy "$PROXY_PORT" "$mode" "$conc"
+# Rounds outermost, so a slow minute of the machine lands on one round of
+# every cell rather than on all rounds of one cell; the four targets of a
+# cell follow each other, so each round's ratios compare neighbours.
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+        for conc in $CONCURRENCY; do
+            measure "$round" direct "$MOCK_PORT" "$mode" "$conc"
+            measure "$round" nginx "$NGINX_PORT" "$mode" "$conc"
+            measure "$round" hyper "$BARE_PORT" "$mode" "$conc"
+            measure "$round" proxy "$PROXY_PORT" "$mode" "$conc"
+        done
     done
 done
 kill "$BARE_PID" 2>/dev/null || true
 RSS_END=$(status_kib "$PROXY_PID" VmRSS)
-PROXY_REQUESTS=$(awk '$3 == "proxy" { n += $4 } END { print n + 0 }' "$RESULTS")
+PROXY_REQUESTS=$(awk '$4 == "proxy" { n += $5 } END { print n + 0 }' "$RESULTS")
 # Growth: one more run at the highest concurrency, after the proxy has
 # already seen it (its pools and buffers are grown), must leave RSS flat.
 SOAK_CONC=$(echo $CONCURRENCY | awk '{ m = $1; for (i = 2; i <= NF; i++) if ($i > m) m = $i; print m }')
@@ -365,33 +374,56 @@ fi
 # === report ===
 
 echo
-echo "Relay load benchmark: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), ${DURATION}s per cell after ${WARMUP}s warm-up, wrk"
-echo "Latencies in microseconds; +p50 etc.: added over direct at the same mode and concurrency;"
-echo "x ng: the proxy's (or the bare hyper forwarder's) figure over nginx's (req/s: higher is better; added latency: lower is better;"
-echo "'-' where an added latency is not positive, i.e. lost in noise). cpu: user+system time of the proxy"
-echo "(or of nginx's master and workers) per request in the cell, at ${TICKS} ticks/s; rss: the proxy's VmRSS after the cell."
-echo "rps x hy: the proxy's req/s over the bare hyper forwarder's, the floor its layers stand on."
+echo "Relay load benchmark: $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS round(s) of ${DURATION}s per cell after ${WARMUP}s warm-up, wrk"
+echo "Each figure is the median over the rounds. Latencies in microseconds; +p50 etc.: added over direct"
+echo "at the same mode and concurrency (medians); x ng: the proxy's (or the bare hyper forwarder's) figure"
+echo "over nginx's (req/s: the median of the rounds' ratios, each against nginx's cell of the same round,"
+echo "with their lowest-highest in 'range'; added latency: ratio of the medians, '-' where either is not"
+echo "positive, i.e. lost in noise). cpu: user+system time of the proxy (or of nginx's master and workers)"
+echo "per request, at ${TICKS} ticks/s; rss: the proxy's VmRSS after the cell. rps x hy: the proxy's req/s"
+echo "over the bare hyper forwarder's (median of the rounds' ratios), the floor its layers stand on."
 echo
 awk -v ticks="$TICKS" '
-    { mode[NR] = $1; conc[NR] = $2; tgt[NR] = $3; n[NR] = $4; dur[NR] = $5; p50[NR] = $6; p99[NR] = $7; p999[NR] = $8; err[NR] = $9; cpu[NR] = $10; rss[NR] = $11
-      key = $1 " " $2; rps[NR] = $4 / ($5 / 1e6)
-      if ($3 == "direct") { d50[key] = $6; d99[key] = $7; d999[key] = $8 }
-      if ($3 == "nginx") { nrps[key] = rps[NR]; n50[key] = $6; n99[key] = $7 }
-      if ($3 == "hyper") hrps[key] = rps[NR] }
+    # The median of the space-separated numbers in s.
+    function median(s,   a, n, i, j, t) {
+      n = split(s, a, " ")
+      for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function lowest(s,   a, n, i, m) { n = split(s, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 < m) m = a[i] + 0; return m }
+    function highest(s,   a, n, i, m) { n = split(s, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 > m) m = a[i] + 0; return m }
+    function add(arr, k, v) { arr[k] = (k in arr) ? arr[k] " " v : v }
     # A ratio of added latencies means nothing when either is not positive (noise).
     function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2f", a / b) : "-" }
+    { r = $1; cell = $2 " " $3; k = cell " " $4
+      rps = $5 / ($6 / 1e6)
+      if (!(k in seen)) { seen[k] = 1; order[++rows] = k; tgt[k] = $4; mode[k] = $2; conc[k] = $3 }
+      add(RPS, k, rps); add(P50, k, $7); add(P99, k, $8); add(P999, k, $9); err[k] += $10
+      if ($5 > 0) add(CPU, k, $11 / ticks * 1e6 / $5)
+      rss[k] = $12
+      round_rps[r " " k] = rps }
     END {
-      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %9s %9s %8s %10s %7s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "+p50 x ng", "+p99 x ng", "rps x hy", "cpu us/req", "rss MiB"
-      for (i = 1; i <= NR; i++) {
-        key = mode[i] " " conc[i]
-        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; r2 = "-"; r3 = "-"; r4 = "-"; c = "-"; m = "-"
-        if (tgt[i] != "direct") { a50 = p50[i] - d50[key]; a99 = p99[i] - d99[key]; a999 = p999[i] - d999[key] }
-        if (tgt[i] == "proxy" || tgt[i] == "hyper") {
-          r1 = ratio(rps[i], nrps[key]); r2 = ratio(a50, n50[key] - d50[key]); r3 = ratio(a99, n99[key] - d99[key])
+      # Per-round ratios against nginx and the floor, collected per row.
+      for (rk in round_rps) {
+        split(rk, f, " "); r = f[1]; k = f[2] " " f[3] " " f[4]; cell = f[2] " " f[3]
+        if (tgt[k] != "proxy" && tgt[k] != "hyper") continue
+        if ((r " " cell " nginx") in round_rps && round_rps[r " " cell " nginx"] > 0) add(XNG, k, round_rps[rk] / round_rps[r " " cell " nginx"])
+        if (tgt[k] == "proxy" && (r " " cell " hyper") in round_rps && round_rps[r " " cell " hyper"] > 0) add(XHY, k, round_rps[rk] / round_rps[r " " cell " hyper"])
+      }
+      printf "%-9s %5s %-6s %9s %7s %7s %7s %7s %7s %7s %5s %8s %11s %9s %9s %8s %10s %7s\n", "mode", "conc", "target", "req/s", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", "errs", "rps x ng", "range", "+p50 x ng", "+p99 x ng", "rps x hy", "cpu us/req", "rss MiB"
+      for (i = 1; i <= rows; i++) {
+        k = order[i]; cell = mode[k] " " conc[k]; d = cell " direct"; g = cell " nginx"
+        a50 = "-"; a99 = "-"; a999 = "-"; r1 = "-"; range = "-"; r2 = "-"; r3 = "-"; r4 = "-"; c = "-"; m = "-"
+        if (tgt[k] != "direct") {
+          a50 = sprintf("%.0f", median(P50[k]) - median(P50[d])); a99 = sprintf("%.0f", median(P99[k]) - median(P99[d])); a999 = sprintf("%.0f", median(P999[k]) - median(P999[d]))
         }
-        if (tgt[i] == "proxy") { r4 = ratio(rps[i], hrps[key]); m = sprintf("%.1f", rss[i] / 1024) }
-        if (tgt[i] != "direct" && n[i] > 0) c = sprintf("%.1f", cpu[i] / ticks * 1e6 / n[i])
-        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %9s %9s %8s %10s %7s\n", mode[i], conc[i], tgt[i], rps[i], p50[i], p99[i], p999[i], a50, a99, a999, err[i], r1, r2, r3, r4, c, m
+        if ((tgt[k] == "proxy" || tgt[k] == "hyper") && (k in XNG)) {
+          r1 = sprintf("%.2f", median(XNG[k])); range = sprintf("%.2f-%.2f", lowest(XNG[k]), highest(XNG[k]))
+          r2 = ratio(a50, median(P50[g]) - median(P50[d])); r3 = ratio(a99, median(P99[g]) - median(P99[d]))
+        }
+        if (tgt[k] == "proxy") { if (k in XHY) r4 = sprintf("%.2f", median(XHY[k])); m = sprintf("%.1f", rss[k] / 1024) }
+        if (tgt[k] != "direct" && (k in CPU)) c = sprintf("%.1f", median(CPU[k]))
+        printf "%-9s %5s %-6s %9.0f %7d %7d %7d %7s %7s %7s %5d %8s %11s %9s %9s %8s %10s %7s\n", mode[k], conc[k], tgt[k], median(RPS[k]), median(P50[k]), median(P99[k]), median(P999[k]), a50, a99, a999, err[k], r1, range, r2, r3, r4, c, m
       }
     }' "$RESULTS"
 echo
