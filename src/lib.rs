@@ -70,6 +70,7 @@ mod future;
 mod glob;
 mod hex;
 mod json;
+mod metric_handles;
 mod principal;
 
 pub mod auth;

@@ -85,13 +85,14 @@ pub use classify::{
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::ServiceExt;
@@ -102,6 +103,7 @@ use crate::account::{AccountId, AccountType, ServedBy};
 use crate::body::RelayBody;
 use crate::endpoint::ApiFormat;
 use crate::error::{Exhausted, RelayError, UpstreamErrorKind};
+use crate::metric_handles::HandleCache;
 use crate::parse::ParsedRequest;
 use crate::principal::Principal;
 use crate::select::{attempts_value, Excluded, PinnedAccount, Scheduler, ATTEMPTS_HEADER};
@@ -268,6 +270,20 @@ enum Examined {
     },
 }
 
+/// The metrics of every served answer, by route, status and account.
+struct ServedMetrics {
+    upstream_seconds: Histogram,
+    requests: Counter,
+    attempts: Histogram,
+}
+
+/// A served answer's labels: route, status and account.
+type ServedLabels = (&'static str, StatusCode, Arc<str>);
+
+/// Kept handles: see [`HandleCache`].
+static SERVED_METRICS: LazyLock<HandleCache<ServedLabels, ServedMetrics>> =
+    LazyLock::new(HandleCache::default);
+
 /// One request's way through its attempts.
 struct Run<S> {
     inner: S,
@@ -288,7 +304,11 @@ where
     S: Service<Request<Bytes>, Response = Response<RelayBody>, Error = RelayError>,
 {
     async fn run(mut self, req: Request<Bytes>) -> Result<Response<RelayBody>, RelayError> {
-        let config = self.scheduler.config().clone();
+        // The three settings it reads, not a clone of the whole config:
+        // that would sit in this future for the request's life.
+        let config = self.scheduler.config();
+        let (max_switches, failover_on_400) =
+            (config.max_account_switches as usize, config.failover_on_400);
         let deadline = crate::state::later(Instant::now(), config.request_deadline);
         let (parts, body) = req.into_parts();
         // A clone shares the parsed fields: the model name is borrowed from it.
@@ -302,7 +322,7 @@ where
                     .iter()
                     .filter(|a| a.action == AttemptAction::FailedOver)
                     .count();
-                if switches > config.max_account_switches as usize {
+                if switches > max_switches {
                     return Err(self.exhausted("too many account switches", None));
                 }
                 if !self.budget.withdraw() {
@@ -328,10 +348,7 @@ where
                 return Err(self.exhausted("request deadline reached", None));
             };
             let examined = match result {
-                Ok(response) => {
-                    self.examine(response, started, config.failover_on_400)
-                        .await
-                }
+                Ok(response) => self.examine(response, started, failover_on_400).await,
                 Err(RelayError::Upstream(e)) => {
                     let kind = e.kind();
                     Examined::Failed {
@@ -543,17 +560,23 @@ where
             self.scheduler.report_success(&account, None).await;
         }
         let duration = started.elapsed();
-        metrics::histogram!("relay_upstream_response_seconds", "account" => account.shared())
-            .record(duration.as_secs_f64());
-        metrics::counter!(
-            "relay_requests_total",
-            "route" => self.route,
-            "status" => crate::stats::status_label(parts.status),
-            "account" => account.shared(),
-            "outcome" => "served",
-        )
-        .increment(1);
-        metrics::histogram!("relay_attempts_per_request").record((self.attempts.len() + 1) as f64);
+        let served = SERVED_METRICS.get((self.route, parts.status, account.shared()), |labels| {
+            let (route, status, account) = labels.clone();
+            ServedMetrics {
+                upstream_seconds: metrics::histogram!("relay_upstream_response_seconds", "account" => account.clone()),
+                requests: metrics::counter!(
+                    "relay_requests_total",
+                    "route" => route,
+                    "status" => crate::stats::status_label(status),
+                    "account" => account,
+                    "outcome" => "served",
+                ),
+                attempts: metrics::histogram!("relay_attempts_per_request"),
+            }
+        });
+        served.upstream_seconds.record(duration.as_secs_f64());
+        served.requests.increment(1);
+        served.attempts.record((self.attempts.len() + 1) as f64);
         self.attempts.push(Attempt {
             account,
             outcome: parts.status.as_u16().to_string(),

@@ -1,9 +1,7 @@
 //! Where usage reports go.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use metrics::{Counter, Histogram};
 
@@ -11,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::types::UsageReport;
 use crate::account::AccountId;
+use crate::metric_handles::HandleCache;
 use crate::principal::KeyId;
 
 /// Receives one [`UsageReport`] per served response.
@@ -227,7 +226,7 @@ impl UsageReceiver {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct MetricsSink {
-    handles: Arc<HandleCache>,
+    handles: Arc<HandleCache<Pair, PairHandles>>,
 }
 
 impl MetricsSink {
@@ -237,32 +236,11 @@ impl MetricsSink {
     }
 }
 
-/// How long registered handles are used before they are looked up again.
-const REFRESH: Duration = Duration::from_secs(5);
-
-/// The most (account, key) pairs kept: past it the cache starts over, so
-/// accounts and keys removed by reloads do not pile up.
-const MAX_CACHED_PAIRS: usize = 4096;
-
 /// An account's and a key's names.
 type Pair = (Arc<str>, Arc<str>);
 
-#[derive(Default)]
-struct HandleCache {
-    by_pair: RwLock<HashMap<Pair, Arc<PairHandles>>>,
-}
-
-impl std::fmt::Debug for HandleCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandleCache").finish_non_exhaustive()
-    }
-}
-
-/// The registered metrics of one (account, key) pair, and the recorder
-/// they belong to.
+/// The metrics of one (account, key) pair.
 struct PairHandles {
-    recorder: usize,
-    registered: Instant,
     tokens: [Counter; 4],
     first_token: Histogram,
     response: Histogram,
@@ -271,43 +249,13 @@ struct PairHandles {
 /// The `kind` label of each of [`PairHandles::tokens`].
 const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_creation"];
 
-/// The address of the recorder in use here: a local one in a test, else
-/// the global one.
-fn current_recorder() -> usize {
-    metrics::with_recorder(|recorder| std::ptr::from_ref(recorder).cast::<()>() as usize)
-}
-
-impl HandleCache {
-    fn get(&self, account: &Arc<str>, key: &Arc<str>) -> Arc<PairHandles> {
-        let recorder = current_recorder();
-        let pair = (account.clone(), key.clone());
-        let cached = self
-            .by_pair
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&pair)
-            .filter(|handles| {
-                handles.recorder == recorder && handles.registered.elapsed() < REFRESH
-            })
-            .cloned();
-        if let Some(handles) = cached {
-            return handles;
-        }
-        let handles = Arc::new(PairHandles {
-            recorder,
-            registered: Instant::now(),
-            tokens: TOKEN_KINDS.map(|kind| {
-                metrics::counter!("relay_tokens_total", "kind" => kind, "key" => key.clone(), "account" => account.clone())
-            }),
-            first_token: metrics::histogram!("relay_first_token_seconds", "account" => account.clone()),
-            response: metrics::histogram!("relay_response_seconds", "account" => account.clone()),
-        });
-        let mut by_pair = self.by_pair.write().unwrap_or_else(PoisonError::into_inner);
-        if by_pair.len() >= MAX_CACHED_PAIRS {
-            by_pair.clear();
-        }
-        by_pair.insert(pair, handles.clone());
-        handles
+fn register((account, key): &Pair) -> PairHandles {
+    PairHandles {
+        tokens: TOKEN_KINDS.map(|kind| {
+            metrics::counter!("relay_tokens_total", "kind" => kind, "key" => key.clone(), "account" => account.clone())
+        }),
+        first_token: metrics::histogram!("relay_first_token_seconds", "account" => account.clone()),
+        response: metrics::histogram!("relay_response_seconds", "account" => account.clone()),
     }
 }
 
@@ -317,7 +265,7 @@ impl UsageSink for MetricsSink {
         let none = || Arc::<str>::from("");
         let account = r.account.as_ref().map_or_else(none, AccountId::shared);
         let key = r.key.as_ref().map_or_else(none, KeyId::shared);
-        let handles = self.handles.get(&account, &key);
+        let handles = self.handles.get((account.clone(), key), register);
         let u = &r.usage;
         let tokens = [
             u.input_tokens,
