@@ -12,12 +12,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
-use tower::Service;
-use tower_llm_relay::{HoldUntilEnd, OnResponse, ResponseHook};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -202,7 +199,8 @@ impl Activity {
         Some(self.start.elapsed().saturating_sub(since))
     }
 
-    fn begin(self: &Arc<Self>) -> InProgress {
+    /// Counts a request in progress until the returned value is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InProgress {
         self.open.fetch_add(1, Ordering::AcqRel);
         InProgress(self.clone())
     }
@@ -216,45 +214,5 @@ impl Drop for InProgress {
         let now = u64::try_from(self.0.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.0.idle_since_ms.store(now, Ordering::Release);
         self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-// === impl Tracked ===
-
-/// Counts each request on `activity` from its call to its response
-/// body's end.
-#[derive(Clone)]
-pub(crate) struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Tracked<S> {
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S, R> Service<R> for Tracked<S>
-where
-    S: Service<R, Response = Response<axum::body::Body>>,
-{
-    type Response = Response<axum::body::Body>;
-    type Error = S::Error;
-    type Future = OnResponse<S::Future, InProgress>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: R) -> Self::Future {
-        let in_progress = self.activity.begin();
-        OnResponse::new(self.inner.call(req), in_progress)
-    }
-}
-
-impl ResponseHook<axum::body::Body> for InProgress {
-    fn apply(self, response: Response<axum::body::Body>) -> Response<axum::body::Body> {
-        response.map(|body| axum::body::Body::new(HoldUntilEnd::new(body, self)))
     }
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod demo;
+mod front;
 mod idle;
 mod log_line;
 mod logs;

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -122,6 +122,49 @@ fn build(config: &Config, shared: &Shared) -> Live {
         .with_scheduler(scheduler)
         .build::<Body>();
     Live { relay, view }
+}
+
+/// A connection's copy of the current relay stack: a request on it needs
+/// no clone of the stack (a box, and some twenty reference counts that
+/// every core touches). The copy is taken again when a reload has swapped
+/// in a new generation.
+pub(crate) struct ConnectionRelay {
+    live: LiveRelay,
+    generation: Arc<Live>,
+    relay: RelayService<Body>,
+}
+
+impl ConnectionRelay {
+    /// The copy for a new connection.
+    pub(crate) fn new(live: LiveRelay) -> Self {
+        let generation = live.current();
+        let relay = generation.relay.clone();
+        Self {
+            live,
+            generation,
+            relay,
+        }
+    }
+
+    /// Starts `req` on the current generation.
+    pub(crate) fn call(
+        &mut self,
+        req: Request<Body>,
+    ) -> <RelayService<Body> as Service<Request<Body>>>::Future {
+        let current = self.live.current.load();
+        if !Arc::ptr_eq(&current, &self.generation) {
+            self.generation = Arc::clone(&current);
+            self.relay = current.relay.clone();
+        }
+        // Every layer of the stack is always ready (it answers errors in
+        // the API's format), so this never waits; should one ever not be,
+        // a clone of the stack waits for it instead of this connection.
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.relay.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => self.relay.call(req),
+            Poll::Pending => Box::pin(self.relay.clone().oneshot(req)),
+        }
+    }
 }
 
 impl Service<Request<Body>> for LiveRelay {

@@ -10,20 +10,17 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use http::Request;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tower_llm_relay::config::Config;
 
-use crate::idle::{Activity, FirstBytes, IdleBody, Tracked};
+use crate::front::Front;
+use crate::idle::{Activity, FirstBytes};
 use crate::refuse::Refusals;
-use crate::reload::LiveRelay;
+use crate::reload::{ConnectionRelay, LiveRelay};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_LIMIT: usize = 8192;
@@ -67,9 +64,7 @@ pub(crate) async fn serve(
         crate::reload::on_sighup(live.clone(), path);
     }
     let idle = config.idle_timeout;
-    // A body that stops arriving is cut off as an idle connection is.
-    let service = router(config, &live)
-        .map_request(move |req: Request<Incoming>| req.map(|body| IdleBody::new(body, idle)));
+    let router = router(config, &live);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -112,7 +107,13 @@ pub(crate) async fn serve(
         // hyper's head timer starts only once the protocol is known.
         let stream = FirstBytes::new(stream, idle);
         let activity = Activity::new();
-        let service = TowerToHyperService::new(Tracked::new(service.clone(), activity.clone()));
+        // A body that stops arriving is cut off as an idle connection is.
+        let service = Front::new(
+            router.clone(),
+            ConnectionRelay::new(live.clone()),
+            activity.clone(),
+            idle,
+        );
         let builder = builder.clone();
         let stop_rx = stop_rx.clone();
         tokio::spawn(async move {
