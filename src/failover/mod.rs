@@ -470,16 +470,14 @@ where
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             if !is_stream {
-                return Examined::Commit(
-                    self.commit(parts, None, body, account, started, false)
-                        .await,
-                );
+                self.scheduler.report_success(&account, None).await;
+                return Examined::Commit(self.commit(parts, None, body, account, started, false));
             }
             return match peek_first_event(body).await {
-                Ok(Peeked::Content { prefix, rest }) => Examined::Commit(
-                    self.commit(parts, Some(prefix), rest, account, started, true)
-                        .await,
-                ),
+                Ok(Peeked::Content { prefix, rest }) => {
+                    self.scheduler.report_success(&account, None).await;
+                    Examined::Commit(self.commit(parts, Some(prefix), rest, account, started, true))
+                }
                 Ok(Peeked::Error(kind)) => {
                     discard();
                     let failure = if kind.contains("rate_limit") {
@@ -517,7 +515,9 @@ where
         // An error answer spent no tokens; reading it here must not report
         // it as the request's usage, whether it goes back or not.
         discard();
-        let bytes = read_bounded(body).await;
+        // Boxed: this path is rare, and its state would otherwise take room
+        // in every request's future.
+        let bytes = Box::pin(read_bounded(body)).await;
         let message = error_message(&bytes);
         let kind = self
             .scheduler
@@ -532,10 +532,7 @@ where
         match classify(outcome, kind, self.policy(failover_on_400)) {
             Action::Return => {
                 let body = RelayBody::full(bytes);
-                Examined::Commit(
-                    self.commit(parts, None, body, account, started, false)
-                        .await,
-                )
+                Examined::Commit(self.commit(parts, None, body, account, started, false))
             }
             action => Examined::Failed {
                 failure: Failure::Status(status, reset_hint(&parts.headers, true)),
@@ -547,7 +544,10 @@ where
     }
 
     /// Sends this attempt's answer to the client: the commit point.
-    async fn commit(
+    ///
+    /// Not `async`: its arguments would be copied into a future of their
+    /// own. A success is reported to the scheduler before it is called.
+    fn commit(
         &mut self,
         mut parts: http::response::Parts,
         prefix: Option<Bytes>,
@@ -556,9 +556,6 @@ where
         started: Instant,
         stream: bool,
     ) -> Response<RelayBody> {
-        if parts.status.is_success() {
-            self.scheduler.report_success(&account, None).await;
-        }
         let duration = started.elapsed();
         let served = SERVED_METRICS.get((self.route, parts.status, account.shared()), |labels| {
             let (route, status, account) = labels.clone();
