@@ -1,4 +1,5 @@
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,6 +118,10 @@ struct Inner {
     counters: Counters,
     // Per account: consecutive failures and ejections (per replica).
     streaks: Mutex<HashMap<AccountId, Streak>>,
+    // Whether `streaks` may hold an entry: a success then has one to end.
+    // Read without the lock, so the common success (no streak anywhere)
+    // takes no lock that every core shares.
+    any_streak: AtomicBool,
     // Per account: the last few failures, newest last, for operators.
     recent_errors: Mutex<HashMap<AccountId, VecDeque<RecentError>>>,
 }
@@ -175,6 +180,7 @@ impl Scheduler {
                 config,
                 counters: Counters::default(),
                 streaks: Mutex::new(HashMap::new()),
+                any_streak: AtomicBool::new(false),
                 recent_errors: Mutex::new(HashMap::new()),
             }),
         }
@@ -262,12 +268,21 @@ impl Scheduler {
     /// readmits the account, and the EWMAs learn.
     pub async fn report_success(&self, account: &AccountId, first_token: Option<Duration>) {
         self.inner.stats.report(account, true, first_token);
-        let was_ejected = self.is_ejected(account);
-        self.inner
-            .streaks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(account);
+        if !self.inner.any_streak.load(Ordering::Acquire) {
+            return;
+        }
+        let was_ejected = {
+            let mut streaks = self
+                .inner
+                .streaks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let ended = streaks.remove(account);
+            if streaks.is_empty() {
+                self.inner.any_streak.store(false, Ordering::Release);
+            }
+            ended.is_some_and(|s| s.failures >= self.inner.config.eject_after_failures)
+        };
         if was_ejected {
             if let Err(e) = self.inner.store.clear_cooldown(account).await {
                 tracing::warn!(error = %e, %account, "could not readmit the account");
@@ -331,6 +346,7 @@ impl Scheduler {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let streak = streaks.entry(account.clone()).or_default();
+            self.inner.any_streak.store(true, Ordering::Release);
             streak.failures = streak.failures.saturating_add(1);
             if streak.failures >= config.eject_after_failures {
                 streak.ejections = streak.ejections.saturating_add(1);

@@ -320,3 +320,39 @@ async fn previous_response_affinity_wins_for_the_scored_policy() {
         assert_eq!(selection.decision.layer, DecisionLayer::PreviousResponse);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_success_ends_the_streak_and_readmits_an_ejected_account() {
+    let config = SchedulingConfig {
+        eject_after_failures: 2,
+        ..SchedulingConfig::default()
+    };
+    let s = scheduler(
+        vec![account("a", "api_key", 1, 4), account("b", "api_key", 1, 4)],
+        config,
+    );
+    let (a, b) = (AccountId::from("a"), AccountId::from("b"));
+    // No streak anywhere: a success has nothing to end.
+    s.report_success(&a, None).await;
+    assert_eq!(s.failure_streak(&a), 0);
+    for _ in 0..2 {
+        s.report_failure(&a, None, CooldownReason::UpstreamError, None)
+            .await;
+    }
+    s.report_failure(&b, None, CooldownReason::UpstreamError, None)
+        .await;
+    assert!(s.is_ejected(&a));
+    s.report_success(&a, None).await;
+    assert!(!s.is_ejected(&a));
+    assert_eq!(s.failure_streak(&a), 0);
+    // Another account's streak is its own.
+    assert_eq!(s.failure_streak(&b), 1);
+    s.report_success(&b, None).await;
+    assert_eq!(s.failure_streak(&b), 0);
+    // A streak after every earlier one ended still counts.
+    s.report_failure(&b, None, CooldownReason::UpstreamError, None)
+        .await;
+    assert_eq!(s.failure_streak(&b), 1);
+    s.report_success(&b, None).await;
+    assert_eq!(s.failure_streak(&b), 0);
+}
