@@ -127,7 +127,8 @@ fn build(config: &Config, shared: &Shared) -> Live {
 /// A connection's copy of the current relay stack: a request on it needs
 /// no clone of the stack (a box, and some twenty reference counts that
 /// every core touches). The copy is taken again when a reload has swapped
-/// in a new generation.
+/// in a new generation; until its next request, an idle connection keeps
+/// the generation it last served (at most for the idle timeout).
 pub(crate) struct ConnectionRelay {
     live: LiveRelay,
     generation: Arc<Live>,
