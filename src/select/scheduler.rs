@@ -126,6 +126,13 @@ struct Inner {
     recent_errors: Mutex<HashMap<AccountId, VecDeque<RecentError>>>,
 }
 
+impl Inner {
+    /// The streak map; a panic while it was held left nothing half-written.
+    fn lock_streaks(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Streak>> {
+        self.streaks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// How many failures per account [`Scheduler::recent_errors`] keeps.
 pub const RECENT_ERRORS: usize = 5;
 
@@ -245,9 +252,7 @@ impl Scheduler {
 
     fn streak(&self, account: &AccountId) -> Streak {
         self.inner
-            .streaks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .lock_streaks()
             .get(account)
             .copied()
             .unwrap_or_default()
@@ -272,11 +277,7 @@ impl Scheduler {
             return;
         }
         let was_ejected = {
-            let mut streaks = self
-                .inner
-                .streaks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut streaks = self.inner.lock_streaks();
             let ended = streaks.remove(account);
             if streaks.is_empty() {
                 self.inner.any_streak.store(false, Ordering::Release);
@@ -340,11 +341,7 @@ impl Scheduler {
         self.remember_error(account, reason);
         let config = &self.inner.config;
         let streak = {
-            let mut streaks = self
-                .inner
-                .streaks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut streaks = self.inner.lock_streaks();
             let streak = streaks.entry(account.clone()).or_default();
             self.inner.any_streak.store(true, Ordering::Release);
             streak.failures = streak.failures.saturating_add(1);
