@@ -50,6 +50,80 @@ pub(crate) fn top_level_value_span(json: &[u8], key: &str) -> Option<Range<usize
     None
 }
 
+/// Calls `member` with each member of the top-level object of `json`, in
+/// order: the key's text as written (escapes left in) and the value's
+/// span. Returns whether the object is whole: it opens, every member has a
+/// key, a colon and a value, and it closes with only whitespace after
+/// (on `false`, `member` may have seen the members before the fault).
+/// Only the structure is checked (strings, brackets, separators), not what
+/// scalars spell: for reading a few members of an answer that was not
+/// parsed, without building a tree of the rest.
+pub(crate) fn top_level_members<'a>(
+    json: &'a [u8],
+    mut member: impl FnMut(&'a [u8], Range<usize>),
+) -> bool {
+    top_level_walk(json, &mut member).is_some()
+}
+
+fn top_level_walk<'a>(
+    json: &'a [u8],
+    member: &mut impl FnMut(&'a [u8], Range<usize>),
+) -> Option<()> {
+    let mut i = skip_ws(json);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    i += skip_ws(&json[i..]);
+    if json.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            if json.get(i) != Some(&b'"') {
+                return None;
+            }
+            let key_end = string_end(json, i)?;
+            let key = &json[i + 1..key_end - 1];
+            i = key_end + skip_ws(&json[key_end..]);
+            if json.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            let start = i + skip_ws(&json[i..]);
+            let end = value_end(json, start)?;
+            if end == start {
+                return None;
+            }
+            member(key, start..end);
+            i = end + skip_ws(&json[end..]);
+            match json.get(i) {
+                Some(b',') => i += 1 + skip_ws(&json[i + 1..]),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (i + skip_ws(&json[i..]) == json.len()).then_some(())
+}
+
+/// The span of the first element of the array `json` (valid JSON, the
+/// caller parsed it already), or `None` when `json` is not an array or is
+/// empty: for reading one element without scanning the rest.
+pub(crate) fn first_array_element(json: &[u8]) -> Option<Range<usize>> {
+    let open = skip_ws(json);
+    if json.get(open) != Some(&b'[') {
+        return None;
+    }
+    let start = open + 1 + skip_ws(&json[open + 1..]);
+    if json.get(start) == Some(&b']') {
+        return None;
+    }
+    Some(start..value_end(json, start)?)
+}
+
 /// Whether `json` nests arrays and objects more than `limit` deep. `json`
 /// must be valid JSON (the caller parsed it already).
 pub(crate) fn nests_deeper_than(json: &[u8], limit: usize) -> bool {
@@ -209,6 +283,47 @@ mod tests {
         assert_eq!(get("c"), b"12.5e3");
         assert_eq!(get("d"), b"true");
         assert_eq!(get("e"), br#""s\"q""#);
+    }
+
+    #[test]
+    fn top_level_members_are_walked_in_order_and_only_whole_objects_pass() {
+        let doc = b" { \"a\" : [1,{\"usage\":{}}], \"b\\\"\":\"x\",\"c\":null }\n";
+        let mut seen = Vec::new();
+        assert!(top_level_members(doc, |key, span| seen.push((key, &doc[span]))));
+        let expected: [(&[u8], &[u8]); 3] = [
+            (b"a", br#"[1,{"usage":{}}]"#),
+            (br#"b\""#, br#""x""#),
+            (b"c", b"null"),
+        ];
+        assert_eq!(seen, expected);
+        assert!(top_level_members(b"{}", |_, _| panic!("no members")));
+        for broken in [
+            &br#"{"a":1"#[..],
+            br#"{"a":1,}"#,
+            br#"{"a":}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":"cut}"#,
+            br#"{"a":1} x"#,
+            br#"[1]"#,
+            b"",
+        ] {
+            assert!(
+                !top_level_members(broken, |_, _| {}),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_array_element_is_found_without_the_rest() {
+        let doc = br#" [ {"content":"a]"} , 2 , "never read"#;
+        let first = first_array_element(doc).unwrap();
+        assert_eq!(&doc[first], br#"{"content":"a]"}"#);
+        assert_eq!(first_array_element(b"[]"), None);
+        assert_eq!(first_array_element(b" [ ] "), None);
+        assert_eq!(first_array_element(br#""text""#), None);
+        assert_eq!(&b"[7]"[first_array_element(b"[7]").unwrap()], b"7");
     }
 
     #[test]

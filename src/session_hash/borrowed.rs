@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -184,9 +184,21 @@ impl Conversation<'_> {
 }
 
 impl<'a> Conversation<'a> {
+    /// A conversation whose first message has `content`.
+    fn of_first(content: Option<Content<'a>>) -> Self {
+        Self {
+            has_first: true,
+            first_is_marked: content
+                .as_ref()
+                .is_some_and(|c| c.blocks().iter().any(Block::is_ephemeral)),
+            first: content,
+            later_marked: None,
+        }
+    }
+
     /// Reads `messages` (or `input`) in place. When no key in it can be a
     /// `cache_control` (the name is absent and no `\u` escape could spell
-    /// it), only the first message is read and the rest skipped.
+    /// it), only the first message is read, and the rest is not walked.
     pub(super) fn read(raw: Option<&'a RawValue>) -> serde_json::Result<Self> {
         let Some(raw) = raw else {
             return Ok(Self::default());
@@ -194,16 +206,23 @@ impl<'a> Conversation<'a> {
         let text = raw.get().as_bytes();
         let marks_possible = memchr::memmem::find(text, b"cache_control").is_some()
             || memchr::memmem::find(text, b"\\u").is_some();
+        if !marks_possible {
+            // Only the first message counts, and the request parser
+            // already checked the whole array: read that one message and
+            // never walk the rest (most of a long conversation).
+            if let Some(first) = crate::json::first_array_element(text) {
+                let message: Message<'a> = serde_json::from_str(&raw.get()[first])?;
+                return Ok(Self::of_first(message.content));
+            }
+        }
         let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-        let conversation = deserializer.deserialize_any(ConversationVisitor { marks_possible })?;
+        let conversation = deserializer.deserialize_any(ConversationVisitor)?;
         deserializer.end()?;
         Ok(conversation)
     }
 }
 
-struct ConversationVisitor {
-    marks_possible: bool,
-}
+struct ConversationVisitor;
 
 impl<'de> Visitor<'de> for ConversationVisitor {
     type Value = Conversation<'de>;
@@ -225,19 +244,15 @@ impl<'de> Visitor<'de> for ConversationVisitor {
         let mut conversation = Conversation::default();
         while let Some(message) = seq.next_element::<Message<'de>>()? {
             let content = message.content;
+            if !conversation.has_first {
+                conversation = Conversation::of_first(content);
+                continue;
+            }
             let marked = content
                 .as_ref()
                 .is_some_and(|c| c.blocks().iter().any(Block::is_ephemeral));
-            if !conversation.has_first {
-                conversation.has_first = true;
-                conversation.first_is_marked = marked;
-                conversation.first = content;
-            } else if marked && conversation.first_marked().is_none() {
+            if marked && conversation.first_marked().is_none() {
                 conversation.later_marked = content;
-            }
-            if !self.marks_possible {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                break;
             }
         }
         Ok(conversation)

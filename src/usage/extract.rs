@@ -5,6 +5,7 @@
 //! deltas are recognised by name and never parsed.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::time::Duration;
 
 use memchr::memmem;
@@ -15,6 +16,7 @@ use tokio::time::Instant;
 
 use super::types::Usage;
 use crate::endpoint::Endpoint;
+use crate::json;
 use crate::sse::{event_type, Event};
 
 /// Which API's answers are read.
@@ -350,13 +352,41 @@ impl Extractor {
 
     /// Reads a whole non-stream answer.
     pub(crate) fn on_document(&mut self, document: &[u8]) {
+        if self.api == Api::None || self.read_document(document).is_some() {
+            self.terminal = true;
+        }
+    }
+
+    /// Reads the answer's `id`, `model` and `usage` members, each parsed on
+    /// its own; the rest of the document is only walked for its structure.
+    /// A serde pass over the whole answer cost about five times as much,
+    /// most of it in the content's strings, none of which is read. `None`
+    /// when the document is not one whole object or a member read does not
+    /// parse.
+    fn read_document(&mut self, document: &[u8]) -> Option<()> {
+        const ID: usize = 0;
+        const MODEL: usize = 1;
+        const USAGE: usize = 2;
+        let mut spans: [Option<Range<usize>>; 3] = Default::default();
+        let whole = json::top_level_members(document, |key, span| {
+            let slot = match key {
+                b"id" => ID,
+                b"model" => MODEL,
+                b"usage" => USAGE,
+                _ => return,
+            };
+            spans[slot] = Some(span);
+        });
+        if !whole {
+            return None;
+        }
+        let member = |slot: usize| spans[slot].clone().map(|span| &document[span]);
+        let model: Option<Cow<'_, str>> = parse_member(member(MODEL))?;
         match self.api {
             Api::Messages => {
-                let Ok(message) = serde_json::from_slice::<AnthropicMessage<'_>>(document) else {
-                    return;
-                };
-                self.set_model(message.model);
-                let usage = message.usage.unwrap_or_default();
+                let usage: Option<AnthropicUsage> = parse_member(member(USAGE))?;
+                self.set_model(model);
+                let usage = usage.unwrap_or_default();
                 self.usage = Usage {
                     input_tokens: usage.input_tokens.unwrap_or(0),
                     output_tokens: usage.output_tokens.unwrap_or(0),
@@ -365,25 +395,29 @@ impl Extractor {
                 };
             }
             Api::ChatCompletions => {
-                let Ok(completion) = serde_json::from_slice::<ChatChunk<'_>>(document) else {
-                    return;
-                };
-                self.set_model(completion.model);
-                if let Some(usage) = completion.usage {
+                let usage: Option<OpenAiUsage> = parse_member(member(USAGE))?;
+                self.set_model(model);
+                if let Some(usage) = usage {
                     self.usage = usage.to_usage();
                 }
             }
             Api::Responses => {
-                let Ok(response) = serde_json::from_slice::<ResponseObject<'_>>(document) else {
-                    return;
-                };
-                self.take_response(response);
+                let id = parse_member(member(ID))?;
+                let usage = parse_member(member(USAGE))?;
+                self.take_response(ResponseObject { id, model, usage });
             }
-            Api::None => {
-                // Nothing to read, but the document was whole.
-            }
+            Api::None => {}
         }
-        self.terminal = true;
+        Some(())
+    }
+}
+
+/// One member's value (absent or `null`: `Some(None)`), or `None` when it
+/// does not parse as a `T`.
+fn parse_member<'a, T: Deserialize<'a>>(value: Option<&'a [u8]>) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(bytes) => serde_json::from_slice(bytes).ok(),
     }
 }
 
@@ -555,6 +589,37 @@ mod tests {
         let mut x = Extractor::new(Api::Messages, Instant::now(), false);
         x.on_document(br#"{"model":"cut"#);
         assert!(!x.terminal);
+    }
+
+    #[test]
+    fn documents_are_read_from_their_top_level_members_only() {
+        // A `usage` inside the content is not the answer's.
+        let doc = br#"{"content":[{"type":"tool_use","input":{"usage":{"input_tokens":99},"model":"inner"}}],
+                       "model" : "claude-x", "usage": {"input_tokens": 7, "output_tokens": 2}}"#;
+        let mut x = Extractor::new(Api::Messages, Instant::now(), false);
+        x.on_document(doc);
+        assert!(x.terminal);
+        assert_eq!((x.usage.input_tokens, x.usage.output_tokens), (7, 2));
+        assert_eq!(x.served_model.as_deref(), Some("claude-x"));
+
+        // Cut after its usage: read, but not whole.
+        let mut x = Extractor::new(Api::Messages, Instant::now(), false);
+        x.on_document(br#"{"usage":{"input_tokens":7},"content":[{"text":"a"#);
+        assert!(!x.terminal);
+        assert_eq!(x.usage.input_tokens, 0);
+
+        // A member read that does not parse: not read.
+        let mut x = Extractor::new(Api::ChatCompletions, Instant::now(), false);
+        x.on_document(br#"{"model":5,"usage":{"prompt_tokens":3}}"#);
+        assert!(!x.terminal);
+        assert_eq!(x.usage.input_tokens, 0);
+
+        // `null` members read as absent.
+        let mut x = Extractor::new(Api::Responses, Instant::now(), false);
+        x.on_document(br#"{"id":"resp_1","model":null,"usage":null}"#);
+        assert!(x.terminal);
+        assert_eq!(x.response_id.as_deref(), Some("resp_1"));
+        assert_eq!(x.served_model, None);
     }
 
     #[test]

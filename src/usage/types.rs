@@ -120,8 +120,8 @@ pub struct UsageReport {
     pub duration: Duration,
     /// Whether the whole answer was read: a clean end and, for a stream, its
     /// closing event (`message_stop`, `[DONE]`, `response.completed` or
-    /// another terminal `response.*` event); for JSON, a document that
-    /// parsed.
+    /// another terminal `response.*` event); for JSON, one whole object
+    /// whose `model` and `usage` members parse.
     pub complete: bool,
     /// How the body ended.
     pub end: BodyEnd,
