@@ -5,7 +5,6 @@
 //! deltas are recognised by name and never parsed.
 
 use std::borrow::Cow;
-use std::ops::Range;
 use std::time::Duration;
 
 use memchr::memmem;
@@ -61,7 +60,9 @@ pub(crate) struct Extractor {
 
 // === wire shapes: only the fields read ===
 
-#[derive(Deserialize, Default)]
+/// An Anthropic `usage` object: flat counts, read by walking its members
+/// (see [`AnthropicUsage::read`]).
+#[derive(Default)]
 struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
@@ -69,23 +70,69 @@ struct AnthropicUsage {
     cache_read_input_tokens: Option<u64>,
 }
 
-/// A Messages answer, or the `message` of `message_start`.
-#[derive(Deserialize)]
-struct AnthropicMessage<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    usage: Option<AnthropicUsage>,
+impl AnthropicUsage {
+    /// Reads a `usage` value (absent or `null`: `Some(None)`); `None` when
+    /// it is not one whole object or a count is not a non-negative integer.
+    /// Other members (`cache_creation`, `service_tier`, …) are skipped.
+    /// Hand-read because serde's derive spent about 500 instructions per
+    /// member, and every answer has one or two of these.
+    fn read(value: Option<&[u8]>) -> Option<Option<Self>> {
+        let value = match value {
+            None | Some(b"null") => return Some(None),
+            Some(value) => value,
+        };
+        let mut usage = Self::default();
+        let mut counts_read = true;
+        let whole = json::top_level_members(value, |key, span| {
+            let slot = match key {
+                b"input_tokens" => &mut usage.input_tokens,
+                b"output_tokens" => &mut usage.output_tokens,
+                b"cache_creation_input_tokens" => &mut usage.cache_creation_input_tokens,
+                b"cache_read_input_tokens" => &mut usage.cache_read_input_tokens,
+                _ => return,
+            };
+            match count(&value[span]) {
+                Some(count) => *slot = count,
+                None => counts_read = false,
+            }
+        });
+        (whole && counts_read).then_some(Some(usage))
+    }
+
+    fn to_usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens.unwrap_or(0),
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cache_creation_input_tokens: self.cache_creation_input_tokens.unwrap_or(0),
+            cache_read_input_tokens: self.cache_read_input_tokens.unwrap_or(0),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-struct MessageStart<'a> {
-    #[serde(borrow)]
-    message: AnthropicMessage<'a>,
+/// A JSON count: an integer in `u64` (`Some`), `null` (`Some(None)`), or
+/// `None` for anything else, as serde reads an `Option<u64>`.
+fn count(value: &[u8]) -> Option<Option<u64>> {
+    match value {
+        b"null" => Some(None),
+        [b'0'] => Some(Some(0)),
+        [b'1'..=b'9', rest @ ..] if rest.iter().all(u8::is_ascii_digit) => {
+            std::str::from_utf8(value).ok()?.parse().ok().map(Some)
+        }
+        _ => None,
+    }
 }
 
-#[derive(Deserialize)]
-struct MessageDelta {
-    usage: Option<AnthropicUsage>,
+/// The values of the members `keys` of `json`, when it is one whole
+/// object (see [`json::top_level_members`]): the rest is walked, never
+/// parsed.
+fn members<'a, const N: usize>(json: &'a [u8], keys: [&[u8]; N]) -> Option<[Option<&'a [u8]>; N]> {
+    let mut values = [None; N];
+    json::top_level_members(json, |key, span| {
+        if let Some(at) = keys.iter().position(|k| *k == key) {
+            values[at] = Some(&json[span]);
+        }
+    })
+    .then_some(values)
 }
 
 #[derive(Deserialize)]
@@ -243,24 +290,28 @@ impl Extractor {
         match event_type(event) {
             b"content_block_delta" => self.first_token_now(),
             b"message_start" => {
-                let Ok(start) = serde_json::from_slice::<MessageStart<'_>>(event.data()) else {
+                let Some([Some(message)]) = members(event.data(), [b"message"]) else {
                     return;
                 };
-                self.set_model(start.message.model);
-                if let Some(usage) = start.message.usage {
-                    self.usage = Usage {
-                        input_tokens: usage.input_tokens.unwrap_or(0),
-                        output_tokens: usage.output_tokens.unwrap_or(0),
-                        cache_creation_input_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
-                        cache_read_input_tokens: usage.cache_read_input_tokens.unwrap_or(0),
-                    };
+                let Some([model, usage]) = members(message, [b"model", b"usage"]) else {
+                    return;
+                };
+                let (Some(model), Some(usage)) = (parse_member(model), AnthropicUsage::read(usage))
+                else {
+                    return;
+                };
+                self.set_model(model);
+                if let Some(usage) = usage {
+                    self.usage = usage.to_usage();
                 }
             }
             b"message_delta" => {
-                let Ok(delta) = serde_json::from_slice::<MessageDelta>(event.data()) else {
+                let Some([usage]) = members(event.data(), [b"usage"]) else {
                     return;
                 };
-                let Some(usage) = delta.usage else { return };
+                let Some(Some(usage)) = AnthropicUsage::read(usage) else {
+                    return;
+                };
                 // The delta's output count is cumulative: it replaces the
                 // start's. Input and cache counts come from the start; some
                 // compatible upstreams send them only here.
@@ -364,46 +415,24 @@ impl Extractor {
     /// when the document is not one whole object or a member read does not
     /// parse.
     fn read_document(&mut self, document: &[u8]) -> Option<()> {
-        const ID: usize = 0;
-        const MODEL: usize = 1;
-        const USAGE: usize = 2;
-        let mut spans: [Option<Range<usize>>; 3] = Default::default();
-        let whole = json::top_level_members(document, |key, span| {
-            let slot = match key {
-                b"id" => ID,
-                b"model" => MODEL,
-                b"usage" => USAGE,
-                _ => return,
-            };
-            spans[slot] = Some(span);
-        });
-        if !whole {
-            return None;
-        }
-        let member = |slot: usize| spans[slot].clone().map(|span| &document[span]);
-        let model: Option<Cow<'_, str>> = parse_member(member(MODEL))?;
+        let [id, model, usage] = members(document, [b"id", b"model", b"usage"])?;
+        let model: Option<Cow<'_, str>> = parse_member(model)?;
         match self.api {
             Api::Messages => {
-                let usage: Option<AnthropicUsage> = parse_member(member(USAGE))?;
+                let usage = AnthropicUsage::read(usage)?;
                 self.set_model(model);
-                let usage = usage.unwrap_or_default();
-                self.usage = Usage {
-                    input_tokens: usage.input_tokens.unwrap_or(0),
-                    output_tokens: usage.output_tokens.unwrap_or(0),
-                    cache_creation_input_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
-                    cache_read_input_tokens: usage.cache_read_input_tokens.unwrap_or(0),
-                };
+                self.usage = usage.unwrap_or_default().to_usage();
             }
             Api::ChatCompletions => {
-                let usage: Option<OpenAiUsage> = parse_member(member(USAGE))?;
+                let usage: Option<OpenAiUsage> = parse_member(usage)?;
                 self.set_model(model);
                 if let Some(usage) = usage {
                     self.usage = usage.to_usage();
                 }
             }
             Api::Responses => {
-                let id = parse_member(member(ID))?;
-                let usage = parse_member(member(USAGE))?;
+                let id = parse_member(id)?;
+                let usage = parse_member(usage)?;
                 self.take_response(ResponseObject { id, model, usage });
             }
             Api::None => {}
@@ -589,6 +618,48 @@ mod tests {
         let mut x = Extractor::new(Api::Messages, Instant::now(), false);
         x.on_document(br#"{"model":"cut"#);
         assert!(!x.terminal);
+    }
+
+    #[test]
+    fn usage_objects_are_read_as_serde_reads_option_u64_counts() {
+        let read = |text: &str| {
+            AnthropicUsage::read(Some(text.as_bytes())).map(|u| u.map(|u| u.to_usage()))
+        };
+        let usage = read(
+            r#"{"input_tokens":12,"cache_creation":{"ephemeral_5m_input_tokens":3,"input_tokens":99},
+                "cache_creation_input_tokens":3,"cache_read_input_tokens":null,"output_tokens":0,
+                "service_tier":"standard","server_tool_use":{"web_search_requests":1}}"#,
+        )
+        .flatten()
+        .unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.cache_creation_input_tokens,
+                usage.cache_read_input_tokens,
+                usage.output_tokens
+            ),
+            (12, 3, 0, 0)
+        );
+        assert!(matches!(AnthropicUsage::read(None), Some(None)));
+        assert!(matches!(read("null"), Some(None)));
+        assert_eq!(
+            read(r#"{"output_tokens":18446744073709551615}"#)
+                .flatten()
+                .map(|u| u.output_tokens),
+            Some(u64::MAX)
+        );
+        for refused in [
+            r#"{"output_tokens":1.5}"#,
+            r#"{"output_tokens":-1}"#,
+            r#"{"output_tokens":01}"#,
+            r#"{"output_tokens":"5"}"#,
+            r#"{"output_tokens":18446744073709551616}"#,
+            r#"{"output_tokens":5"#,
+            r#"[5]"#,
+        ] {
+            assert!(read(refused).is_none(), "{refused}");
+        }
     }
 
     #[test]
