@@ -1,22 +1,17 @@
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::endpoint::Endpoint;
 use crate::error::RelayError;
-
-/// The deepest nesting of arrays and objects a body may have: serde_json's
-/// own limit, which the session hash meets when it parses the messages.
-/// The parser skips raw fields without one, and would otherwise forward a
-/// body nested 10,000 deep.
-const MAX_DEPTH: usize = 128;
+use crate::json::{self, ObjectError, MAX_NESTING};
 
 /// What the relay needs to know of a request body (request extension).
 ///
 /// Parsed once, by [`ParseRequest`](super::ParseRequest). Large parts
-/// (`system`, `messages`, `tools`, …) stay raw JSON so no layer pays for a
-/// tree it does not read. Cloning is cheap.
+/// (`system`, `messages`, `tools`, …) are kept as their JSON text, so no
+/// layer pays for a tree it does not read. Cloning is cheap.
 ///
 /// # Examples
 ///
@@ -29,6 +24,7 @@ const MAX_DEPTH: usize = 128;
 /// assert_eq!(parsed.model(), "claude-sonnet-4-5");
 /// assert!(parsed.is_stream());
 /// assert_eq!(parsed.user_id(), Some("u-1"));
+/// assert_eq!(parsed.messages(), Some(r#"[{"role":"user","content":"hi"}]"#));
 /// assert!(ParsedRequest::parse(Endpoint::Messages, b"{").is_err());
 /// ```
 #[derive(Debug, Clone)]
@@ -37,30 +33,51 @@ pub struct ParsedRequest {
     fields: Arc<Fields>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default)]
 struct Fields {
-    model: Option<serde_json::Value>,
-    #[serde(default)]
-    stream: Option<serde_json::Value>,
-    #[serde(default)]
-    metadata: Option<Metadata>,
-    #[serde(default)]
-    system: Option<Box<RawValue>>,
-    #[serde(default)]
-    messages: Option<Box<RawValue>>,
-    #[serde(default)]
-    tools: Option<Box<RawValue>>,
-    #[serde(default)]
-    thinking: Option<Box<RawValue>>,
-    #[serde(default)]
-    input: Option<Box<RawValue>>,
-    #[serde(default)]
-    instructions: Option<Box<RawValue>>,
-    #[serde(default)]
-    previous_response_id: Option<serde_json::Value>,
+    /// The whole body (checked UTF-8); the raw parts are spans of it.
+    text: Box<str>,
+    model: String,
+    stream: bool,
+    user_id: Option<String>,
+    previous_response_id: Option<String>,
+    system: Option<Range<usize>>,
+    messages: Option<Range<usize>>,
+    tools: Option<Range<usize>>,
+    thinking: Option<Range<usize>>,
+    input: Option<Range<usize>>,
+    instructions: Option<Range<usize>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The members [`ParsedRequest`] reads, in [`MEMBERS`] order.
+#[derive(Clone, Copy)]
+enum Member {
+    Model,
+    Stream,
+    Metadata,
+    System,
+    Messages,
+    Tools,
+    Thinking,
+    Input,
+    Instructions,
+    PreviousResponseId,
+}
+
+const MEMBERS: [(&str, Member); 10] = [
+    ("model", Member::Model),
+    ("stream", Member::Stream),
+    ("metadata", Member::Metadata),
+    ("system", Member::System),
+    ("messages", Member::Messages),
+    ("tools", Member::Tools),
+    ("thinking", Member::Thinking),
+    ("input", Member::Input),
+    ("instructions", Member::Instructions),
+    ("previous_response_id", Member::PreviousResponseId),
+];
+
+#[derive(Deserialize)]
 struct Metadata {
     #[serde(default)]
     user_id: Option<serde_json::Value>,
@@ -75,27 +92,132 @@ impl ParsedRequest {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(invalid("the request body is empty: expected a JSON object"));
         }
-        let fields: Fields = serde_json::from_slice(body).map_err(|e| {
-            RelayError::InvalidRequest(if e.is_data() {
-                format!("the request body is not a valid request object: {e}")
-            } else {
-                format!("the request body is not valid JSON: {e}")
-            })
+        let text = std::str::from_utf8(body).map_err(|e| {
+            let (line, column) = ObjectError::line_and_column(e.valid_up_to(), body);
+            invalid(&format!(
+                "the request body is not valid JSON: invalid UTF-8 at line {line} column {column}"
+            ))
         })?;
-        if crate::json::nests_deeper_than(body, MAX_DEPTH) {
+        // Spans of the members read, found in the same pass that checks
+        // the whole body.
+        let mut spans: [Option<Range<usize>>; MEMBERS.len()] = Default::default();
+        let mut duplicate = None;
+        let mut escaped_keys = false;
+        let checked = json::validate_object(body, |key, span| {
+            if key.contains(&b'\\') {
+                escaped_keys = true;
+            } else if let Some(at) = MEMBERS.iter().position(|(name, _)| name.as_bytes() == key) {
+                if spans[at].replace(span).is_some() {
+                    duplicate = Some(MEMBERS[at].0);
+                }
+            }
+        });
+        match checked {
+            Ok(()) => {}
+            Err(ObjectError::Syntax { expected, at }) => {
+                let (line, column) = ObjectError::line_and_column(at, body);
+                return Err(invalid(&format!(
+                    "the request body is not valid JSON: expected {expected} at line {line} column {column}"
+                )));
+            }
+            Err(ObjectError::NotObject) => {
+                return Err(invalid(
+                    "the request body is not a valid request object: expected a JSON object",
+                ))
+            }
+            Err(ObjectError::TooDeep) => {
+                return Err(invalid(&format!(
+                    "the request body nests arrays and objects more than {MAX_NESTING} deep"
+                )))
+            }
+        }
+        if escaped_keys {
+            // A key spelled with escapes: rare enough to read the keys again
+            // in full, with their escapes decoded.
+            spans = Default::default();
+            duplicate = None;
+            let mut undecodable = false;
+            json::top_level_members(body, |key, span| {
+                // The key with its quotes: `key` is a slice of `body`.
+                let start = key.as_ptr() as usize - body.as_ptr() as usize;
+                let quoted = &body[start - 1..start + key.len() + 1];
+                let name = match serde_json::from_slice::<String>(quoted) {
+                    Ok(name) => name,
+                    Err(_) => {
+                        undecodable = true;
+                        return;
+                    }
+                };
+                if let Some(at) = MEMBERS.iter().position(|(known, _)| *known == name) {
+                    if spans[at].replace(span).is_some() {
+                        duplicate = Some(MEMBERS[at].0);
+                    }
+                }
+            });
+            if undecodable {
+                return Err(invalid(
+                    "the request body is not valid JSON: a key holds an invalid escape",
+                ));
+            }
+        }
+        if let Some(name) = duplicate {
             return Err(invalid(&format!(
-                "the request body nests arrays and objects more than {MAX_DEPTH} deep"
+                "the request body is not a valid request object: duplicate field `{name}`"
             )));
         }
-        match &fields.model {
-            Some(serde_json::Value::String(m)) if !m.trim().is_empty() => {}
-            Some(serde_json::Value::String(_)) => return Err(invalid("`model` must not be empty")),
-            Some(_) => return Err(invalid("`model` must be a string")),
-            None => return Err(invalid("`model` is required")),
+        let mut fields = Fields::default();
+        for ((name, member), span) in MEMBERS.iter().zip(spans) {
+            let Some(span) = span else { continue };
+            let value = &text[span.clone()];
+            let string_or_null = |what: &str| -> Result<Option<String>, RelayError> {
+                match value.as_bytes()[0] {
+                    b'"' => serde_json::from_str(value).map(Some).map_err(|e| {
+                        invalid(&format!(
+                            "the request body is not valid JSON: `{name}`: {e}"
+                        ))
+                    }),
+                    _ if value == "null" => Ok(None),
+                    _ => Err(invalid(what)),
+                }
+            };
+            match member {
+                Member::Model => match string_or_null("`model` must be a string")? {
+                    Some(model) if model.trim().is_empty() => {
+                        return Err(invalid("`model` must not be empty"))
+                    }
+                    Some(model) => fields.model = model,
+                    None => {}
+                },
+                Member::Stream => match value {
+                    "true" => fields.stream = true,
+                    "false" | "null" => {}
+                    _ => return Err(invalid("`stream` must be a boolean")),
+                },
+                Member::Metadata => {
+                    let metadata: Option<Metadata> = serde_json::from_str(value).map_err(|e| {
+                        invalid(&format!(
+                            "the request body is not a valid request object: `metadata`: {e}"
+                        ))
+                    })?;
+                    fields.user_id = match metadata.and_then(|m| m.user_id) {
+                        Some(serde_json::Value::String(id)) => Some(id),
+                        _ => None,
+                    };
+                }
+                Member::PreviousResponseId => {
+                    fields.previous_response_id =
+                        string_or_null("`previous_response_id` must be a string")?;
+                }
+                Member::System => fields.system = Some(span),
+                Member::Messages => fields.messages = Some(span),
+                Member::Tools => fields.tools = Some(span),
+                Member::Thinking => fields.thinking = Some(span),
+                Member::Input => fields.input = Some(span),
+                Member::Instructions => fields.instructions = Some(span),
+            }
         }
-        match &fields.stream {
-            None | Some(serde_json::Value::Bool(_) | serde_json::Value::Null) => {}
-            Some(_) => return Err(invalid("`stream` must be a boolean")),
+        if fields.model.is_empty() {
+            return Err(invalid("`model` is required"));
         }
         if matches!(
             endpoint,
@@ -104,20 +226,20 @@ impl ParsedRequest {
             let is_array = fields
                 .messages
                 .as_ref()
-                .is_some_and(|m| m.get().trim_start().starts_with('['));
+                .is_some_and(|span| text[span.clone()].starts_with('['));
             if !is_array {
                 return Err(invalid("`messages` must be an array"));
             }
         }
-        if let Some(id) = &fields.previous_response_id {
-            if !(id.is_string() || id.is_null()) {
-                return Err(invalid("`previous_response_id` must be a string"));
-            }
-        }
+        fields.text = text.into();
         Ok(Self {
             endpoint,
             fields: Arc::new(fields),
         })
+    }
+
+    fn raw(&self, span: &Option<Range<usize>>) -> Option<&str> {
+        self.fields.text.get(span.clone()?)
     }
 
     /// The endpoint the request was sent to.
@@ -127,56 +249,51 @@ impl ParsedRequest {
 
     /// The model the client asked for.
     pub fn model(&self) -> &str {
-        match &self.fields.model {
-            Some(serde_json::Value::String(m)) => m,
-            // `parse` accepts only string models.
-            _ => "",
-        }
+        &self.fields.model
     }
 
     /// Whether the client asked for a stream (never for count_tokens).
     pub fn is_stream(&self) -> bool {
-        self.endpoint.can_stream()
-            && matches!(self.fields.stream, Some(serde_json::Value::Bool(true)))
+        self.endpoint.can_stream() && self.fields.stream
     }
 
     /// `metadata.user_id`, when it is a string.
     pub fn user_id(&self) -> Option<&str> {
-        self.fields.metadata.as_ref()?.user_id.as_ref()?.as_str()
+        self.fields.user_id.as_deref()
     }
 
-    /// `system` (Anthropic), raw.
-    pub fn system(&self) -> Option<&RawValue> {
-        self.fields.system.as_deref()
+    /// `system` (Anthropic), as its JSON text.
+    pub fn system(&self) -> Option<&str> {
+        self.raw(&self.fields.system)
     }
 
-    /// `messages` (Anthropic, OpenAI chat), raw.
-    pub fn messages(&self) -> Option<&RawValue> {
-        self.fields.messages.as_deref()
+    /// `messages` (Anthropic, OpenAI chat), as its JSON text.
+    pub fn messages(&self) -> Option<&str> {
+        self.raw(&self.fields.messages)
     }
 
-    /// `tools`, raw.
-    pub fn tools(&self) -> Option<&RawValue> {
-        self.fields.tools.as_deref()
+    /// `tools`, as its JSON text.
+    pub fn tools(&self) -> Option<&str> {
+        self.raw(&self.fields.tools)
     }
 
-    /// `thinking` (Anthropic), raw.
-    pub fn thinking(&self) -> Option<&RawValue> {
-        self.fields.thinking.as_deref()
+    /// `thinking` (Anthropic), as its JSON text.
+    pub fn thinking(&self) -> Option<&str> {
+        self.raw(&self.fields.thinking)
     }
 
-    /// `input` (OpenAI Responses), raw.
-    pub fn input(&self) -> Option<&RawValue> {
-        self.fields.input.as_deref()
+    /// `input` (OpenAI Responses), as its JSON text.
+    pub fn input(&self) -> Option<&str> {
+        self.raw(&self.fields.input)
     }
 
-    /// `instructions` (OpenAI Responses), raw.
-    pub fn instructions(&self) -> Option<&RawValue> {
-        self.fields.instructions.as_deref()
+    /// `instructions` (OpenAI Responses), as its JSON text.
+    pub fn instructions(&self) -> Option<&str> {
+        self.raw(&self.fields.instructions)
     }
 
     /// `previous_response_id` (OpenAI Responses).
     pub fn previous_response_id(&self) -> Option<&str> {
-        self.fields.previous_response_id.as_ref()?.as_str()
+        self.fields.previous_response_id.as_deref()
     }
 }

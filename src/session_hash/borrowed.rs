@@ -14,7 +14,6 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// A JSON string, borrowed from the body when it has no escapes.
 #[derive(Debug)]
@@ -199,11 +198,11 @@ impl<'a> Conversation<'a> {
     /// Reads `messages` (or `input`) in place. When no key in it can be a
     /// `cache_control` (the name is absent and no `\u` escape could spell
     /// it), only the first message is read, and the rest is not walked.
-    pub(super) fn read(raw: Option<&'a RawValue>) -> serde_json::Result<Self> {
+    pub(super) fn read(raw: Option<&'a str>) -> serde_json::Result<Self> {
         let Some(raw) = raw else {
             return Ok(Self::default());
         };
-        let text = raw.get().as_bytes();
+        let text = raw.as_bytes();
         let marks_possible = memchr::memmem::find(text, b"cache_control").is_some()
             || memchr::memmem::find(text, b"\\u").is_some();
         if !marks_possible {
@@ -211,11 +210,11 @@ impl<'a> Conversation<'a> {
             // already checked the whole array: read that one message and
             // never walk the rest (most of a long conversation).
             if let Some(first) = crate::json::first_array_element(text) {
-                let message: Message<'a> = serde_json::from_str(&raw.get()[first])?;
+                let message: Message<'a> = serde_json::from_str(&raw[first])?;
                 return Ok(Self::of_first(message.content));
             }
         }
-        let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+        let mut deserializer = serde_json::Deserializer::from_str(raw);
         let conversation = deserializer.deserialize_any(ConversationVisitor)?;
         deserializer.end()?;
         Ok(conversation)
@@ -261,8 +260,6 @@ impl<'de> Visitor<'de> for ConversationVisitor {
 
 /// Reads one raw part of the body in place, or declines (see the module
 /// docs).
-pub(super) fn read<'a, T: Deserialize<'a>>(
-    raw: Option<&'a RawValue>,
-) -> serde_json::Result<Option<T>> {
-    raw.map(|raw| serde_json::from_str(raw.get())).transpose()
+pub(super) fn read<'a, T: Deserialize<'a>>(raw: Option<&'a str>) -> serde_json::Result<Option<T>> {
+    raw.map(|raw| serde_json::from_str(raw)).transpose()
 }

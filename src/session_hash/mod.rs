@@ -93,13 +93,13 @@ impl SessionHash {
     fn from_tree(parsed: &ParsedRequest) -> Option<Self> {
         let system = parsed
             .system()
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok());
         // Chat-style requests carry the conversation in `messages`;
         // Responses requests in `input`.
         let messages = parsed
             .messages()
             .or(parsed.input())
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok());
         let messages = messages
             .as_ref()
             .and_then(Value::as_array)
@@ -115,7 +115,7 @@ impl SessionHash {
         }
         let instructions = parsed
             .instructions()
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
             .map(|v| text_of(&v))
             .unwrap_or_default();
         if !instructions.is_empty() {
@@ -126,7 +126,7 @@ impl SessionHash {
             // A Responses `input` may be one plain string.
             None => parsed
                 .input()
-                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .and_then(|raw| serde_json::from_str::<String>(raw).ok())
                 .unwrap_or_default(),
         };
         (!first.is_empty()).then(|| Self::of_text(&first))
