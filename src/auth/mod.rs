@@ -142,7 +142,7 @@ where
             Ok(principal) => {
                 req.headers_mut().remove(X_API_KEY);
                 req.headers_mut().remove(header::AUTHORIZATION);
-                tracing::Span::current().record("key", principal.id().as_str());
+                crate::trace::record_on_current_span("key", principal.id().as_str());
                 req.extensions_mut().insert(principal);
                 RejectOr::inner(self.inner.call(req))
             }

@@ -118,7 +118,7 @@ where
     fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
         match parse(&req) {
             Ok((endpoint, parsed)) => {
-                tracing::Span::current().record("model", parsed.model());
+                crate::trace::record_on_current_span("model", parsed.model());
                 req.extensions_mut().insert(endpoint);
                 req.extensions_mut().insert(parsed);
                 RejectOr::inner(self.inner.call(req))

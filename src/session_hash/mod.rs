@@ -316,7 +316,7 @@ where
             if let Some(hash) = SessionHash::from_request(parsed, header) {
                 // A prefix is enough to follow a session in logs.
                 let prefix = hash.as_str().get(..8).unwrap_or(hash.as_str());
-                tracing::Span::current().record("session", prefix);
+                crate::trace::record_on_current_span("session", prefix);
                 req.extensions_mut().insert(hash);
             }
         }
