@@ -18,6 +18,8 @@ use std::hash::Hash;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::account::AccountIdHash;
+
 /// How long registered handles are used before they are registered again.
 const REFRESH: Duration = Duration::from_secs(5);
 
@@ -27,13 +29,16 @@ const MAX_CACHED: usize = 4096;
 
 /// The handles `H` of each label set `K`; see the module docs.
 pub(crate) struct HandleCache<K, H> {
-    by_labels: RwLock<HashMap<K, Arc<Registered<H>>>>,
+    /// Hashed with FNV-1a: label sets are a few short names, from the
+    /// config and the upstream's status, where SipHash's set-up cost more
+    /// than the bytes.
+    by_labels: RwLock<HashMap<K, Arc<Registered<H>>, AccountIdHash>>,
 }
 
 impl<K, H> Default for HandleCache<K, H> {
     fn default() -> Self {
         Self {
-            by_labels: RwLock::new(HashMap::new()),
+            by_labels: RwLock::new(HashMap::default()),
         }
     }
 }

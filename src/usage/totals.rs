@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::sink::UsageSink;
 use super::types::{Usage, UsageReport};
-use crate::account::AccountId;
+use crate::account::{AccountId, AccountIdHash};
 use crate::principal::KeyId;
 
 /// What one key or one account has used since the process started.
@@ -39,10 +39,12 @@ impl Totals {
     }
 }
 
+/// Account ids carry their hash ([`AccountIdHash`] passes it through);
+/// key names are short, where FNV-1a beats SipHash's set-up.
 #[derive(Debug, Default)]
 struct Tables {
-    by_key: HashMap<KeyId, Totals>,
-    by_account: HashMap<AccountId, Totals>,
+    by_key: HashMap<KeyId, Totals, AccountIdHash>,
+    by_account: HashMap<AccountId, Totals, AccountIdHash>,
 }
 
 /// A [`UsageSink`] that keeps running totals per client key and per
