@@ -140,10 +140,10 @@ impl ParsedRequest {
             json::top_level_members(body, |key, span| {
                 // The key with its quotes: `key` is a slice of `body`.
                 let start = key.as_ptr() as usize - body.as_ptr() as usize;
-                let quoted = &body[start - 1..start + key.len() + 1];
-                let name = match serde_json::from_slice::<String>(quoted) {
-                    Ok(name) => name,
-                    Err(_) => {
+                let quoted = body.get(start.wrapping_sub(1)..start + key.len() + 1);
+                let name = match quoted.map(serde_json::from_slice::<String>) {
+                    Some(Ok(name)) => name,
+                    _ => {
                         undecodable = true;
                         return;
                     }
@@ -168,9 +168,11 @@ impl ParsedRequest {
         let mut fields = Fields::default();
         for ((name, member), span) in MEMBERS.iter().zip(spans) {
             let Some(span) = span else { continue };
-            let value = &text[span.clone()];
+            let Some(value) = text.get(span.clone()) else {
+                continue;
+            };
             let string_or_null = |what: &str| -> Result<Option<String>, RelayError> {
-                match value.as_bytes()[0] {
+                match value.as_bytes().first().copied().unwrap_or_default() {
                     b'"' => serde_json::from_str(value).map(Some).map_err(|e| {
                         invalid(&format!(
                             "the request body is not valid JSON: `{name}`: {e}"
@@ -226,7 +228,7 @@ impl ParsedRequest {
             let is_array = fields
                 .messages
                 .as_ref()
-                .is_some_and(|span| text[span.clone()].starts_with('['));
+                .is_some_and(|span| text.get(span.clone()).is_some_and(|m| m.starts_with('[')));
             if !is_array {
                 return Err(invalid("`messages` must be an array"));
             }
@@ -295,5 +297,70 @@ impl ParsedRequest {
     /// `previous_response_id` (OpenAI Responses).
     pub fn previous_response_id(&self) -> Option<&str> {
         self.fields.previous_response_id.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(body: &str) -> String {
+        match ParsedRequest::parse(Endpoint::Messages, body.as_bytes()) {
+            Err(RelayError::InvalidRequest(message)) => message,
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_spelled_with_escapes_are_the_same_members() {
+        let body = r#"{"mod\u0065l":"m","stre\u0061m":true,"messages":[],"x\"y":1}"#;
+        let parsed = ParsedRequest::parse(Endpoint::Messages, body.as_bytes()).unwrap();
+        assert_eq!(parsed.model(), "m");
+        assert!(parsed.is_stream());
+        assert_eq!(parsed.messages(), Some("[]"));
+        assert!(error_of(r#"{"model":"a","mod\u0065l":"b","messages":[]}"#)
+            .contains("duplicate field `model`"));
+        assert!(error_of(r#"{"\ud800":1,"model":"m","messages":[]}"#).contains("invalid escape"));
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong_and_where() {
+        assert_eq!(
+            error_of("{\n  \"model\": \"m\",\n  \"messages\": [1,]\n}"),
+            "the request body is not valid JSON: expected a value at line 3 column 18"
+        );
+        assert!(error_of(r#"[{"model":"m"}]"#).contains("not a valid request object"));
+        assert!(error_of(&format!(
+            r#"{{"model":"m","messages":{}{}}}"#,
+            "[".repeat(128),
+            "]".repeat(128)
+        ))
+        .contains("more than 128 deep"));
+        assert!(error_of(r#"{"model":"m","messages":[],"model":"n"}"#).contains("duplicate field"));
+        assert_eq!(
+            error_of(r#"{"model":7,"messages":[]}"#),
+            "`model` must be a string"
+        );
+        assert_eq!(
+            error_of(r#"{"model":" ","messages":[]}"#),
+            "`model` must not be empty"
+        );
+        assert_eq!(
+            error_of(r#"{"model":null,"messages":[]}"#),
+            "`model` is required"
+        );
+        assert_eq!(
+            error_of(r#"{"model":"m","stream":1,"messages":[]}"#),
+            "`stream` must be a boolean"
+        );
+        assert_eq!(
+            error_of(r#"{"model":"m","messages":{}}"#),
+            "`messages` must be an array"
+        );
+        assert!(error_of(r#"{"model":"m","metadata":5,"messages":[]}"#).contains("`metadata`"));
+        let invalid_utf8 = ParsedRequest::parse(Endpoint::Messages, b"{\"model\":\"\xff\"}");
+        assert!(
+            matches!(invalid_utf8, Err(RelayError::InvalidRequest(m)) if m.contains("invalid UTF-8 at line 1 column 11"))
+        );
     }
 }
