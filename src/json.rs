@@ -135,6 +135,7 @@ pub(crate) fn validate_object<'a>(
         at += skip_ws(&json[at..]);
         let byte = json.get(at).copied();
         match next {
+            // A closer right after its opener: `After` closes it.
             Next::KeyOrClose | Next::ValueOrClose
                 if byte
                     == Some(if matches!(next, Next::KeyOrClose) {
@@ -144,13 +145,6 @@ pub(crate) fn validate_object<'a>(
                     }) =>
             {
                 next = Next::After;
-                at += 1;
-                depth -= 1;
-                if depth == 1 {
-                    member(key, value_start..at);
-                } else if depth == 0 {
-                    break;
-                }
             }
             Next::KeyOrClose | Next::Key => {
                 if byte != Some(b'"') {
@@ -201,14 +195,7 @@ pub(crate) fn validate_object<'a>(
                         at += 1;
                         next = if in_array { Next::Value } else { Next::Key };
                     }
-                    Some(b']') if in_array => {
-                        at += 1;
-                        depth -= 1;
-                        if depth == 1 {
-                            member(key, value_start..at);
-                        }
-                    }
-                    Some(b'}') if !in_array => {
+                    Some(closer) if closer == if in_array { b']' } else { b'}' } => {
                         at += 1;
                         depth -= 1;
                         if depth == 1 {
