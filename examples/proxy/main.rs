@@ -132,24 +132,110 @@ async fn run(args: Args) -> ExitCode {
 /// Logs to stderr through a thread that writes the buffered lines every
 /// few milliseconds (see `logs.rs`).
 fn init_logs(json: bool) -> logs::FlushOnDrop {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let ansi = std::io::stderr().is_terminal();
     let (writer, guard) = logs::batched_stderr();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
+    let registry = tracing_subscriber::registry().with(LogFilter::from_env().into_layer());
     if json {
-        builder.json().init();
+        registry.with(layer.json()).init();
     } else if ansi {
         // A person at a terminal: tracing-subscriber's coloured lines.
-        builder.init();
+        registry.with(layer).init();
     } else {
-        builder
-            .fmt_fields(log_line::LineFields)
-            .event_format(log_line::LineFormat)
+        registry
+            .with(
+                layer
+                    .fmt_fields(log_line::LineFields)
+                    .event_format(log_line::LineFormat),
+            )
             .init();
     }
     guard
+}
+
+/// The filter `RUST_LOG` asks for (default `info`).
+///
+/// Directives that only name targets and levels (`info`,
+/// `tower_llm_relay=debug,hyper=warn`) become a `Targets` filter, which
+/// decides per call site and then stays out of the way. `EnvFilter` is kept
+/// for what only it can do (span and field directives like
+/// `[request{model=x}]=debug`): it looks each span up in a map behind a
+/// lock shared by all threads when the span is created, entered, exited,
+/// recorded and closed, a dozen times per request even with no such
+/// directive.
+#[derive(Debug)]
+enum LogFilter {
+    Targets(tracing_subscriber::filter::Targets),
+    Env(tracing_subscriber::EnvFilter),
+}
+
+impl LogFilter {
+    fn from_env() -> Self {
+        Self::parse(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+    }
+
+    /// Directives `EnvFilter` refuses fall back to `info`, as they always
+    /// did.
+    fn parse(directives: &str) -> Self {
+        use tracing_subscriber::EnvFilter;
+
+        let plain = !directives.is_empty()
+            && !directives.contains(['[', ']', '{', '}'])
+            && !directives.contains(char::is_whitespace);
+        match directives.parse() {
+            Ok(targets) if plain => Self::Targets(targets),
+            _ => {
+                Self::Env(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")))
+            }
+        }
+    }
+
+    fn into_layer(
+        self,
+    ) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
+        match self {
+            Self::Targets(targets) => Box::new(targets),
+            Self::Env(env) => Box::new(env),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFilter;
+
+    #[test]
+    fn plain_directives_filter_by_target_and_the_rest_by_env_filter() {
+        for plain in ["info", "off", "tower_llm_relay=debug,hyper=warn", "proxy"] {
+            assert!(
+                matches!(LogFilter::parse(plain), LogFilter::Targets(_)),
+                "{plain}"
+            );
+        }
+        for rich in [
+            "[request{model=x}]=debug",
+            "info,[request]=trace",
+            "info, hyper=warn",
+            "",
+            "a=b=c",
+        ] {
+            assert!(
+                matches!(LogFilter::parse(rich), LogFilter::Env(_)),
+                "{rich}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_directives_fall_back_to_info() {
+        let LogFilter::Env(filter) = LogFilter::parse("a=b=c") else {
+            panic!("an unparsable directive is not a target list");
+        };
+        assert_eq!(filter.to_string(), "info");
+    }
 }
