@@ -15,8 +15,8 @@
 //! so a value cannot break a line apart; the common ones, with nothing to
 //! escape, are quoted without going through `fmt`.
 
-use std::cell::Cell;
-use std::fmt;
+use std::cell::{Cell, RefCell};
+use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
@@ -34,6 +34,26 @@ pub(crate) struct LineFormat;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LineFields;
 
+thread_local! {
+    /// Where a line is put together before it goes to tracing-subscriber's
+    /// `Writer` in one piece: each of the `Writer`'s calls is a call through
+    /// `dyn fmt::Write`, and a line of the usage report's eighteen fields
+    /// made about a hundred of them.
+    static SCRATCH: RefCell<String> = RefCell::new(String::with_capacity(1024));
+}
+
+/// Runs `f` on this thread's empty scratch text, or on a new one if a
+/// value's `Debug` logs while a line is being formatted.
+fn with_scratch<R>(f: impl FnOnce(&mut String) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut text) => {
+            text.clear();
+            f(&mut text)
+        }
+        Err(_) => f(&mut String::new()),
+    })
+}
+
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -45,95 +65,106 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write_timestamp(&mut writer, SystemTime::now())?;
-        let meta = event.metadata();
-        writer.write_str(level_text(*meta.level()))?;
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                writer.write_str(span.name())?;
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        writer.write_char('{')?;
-                        writer.write_str(fields)?;
-                        writer.write_char('}')?;
+        with_scratch(|line| {
+            write_timestamp(line, SystemTime::now());
+            let meta = event.metadata();
+            line.push_str(level_text(*meta.level()));
+            if let Some(scope) = ctx.event_scope() {
+                for span in scope.from_root() {
+                    line.push_str(span.name());
+                    let extensions = span.extensions();
+                    if let Some(fields) = extensions.get::<FormattedFields<N>>() {
+                        if !fields.is_empty() {
+                            line.push('{');
+                            line.push_str(fields);
+                            line.push('}');
+                        }
                     }
+                    line.push(':');
                 }
-                writer.write_char(':')?;
+                line.push(' ');
             }
-            writer.write_char(' ')?;
-        }
-        writer.write_str(meta.target())?;
-        writer.write_str(": ")?;
-        ctx.format_fields(writer.by_ref(), event)?;
-        writer.write_char('\n')
+            line.push_str(meta.target());
+            line.push_str(": ");
+            let mut visitor = FieldVisitor::new(line);
+            event.record(&mut visitor);
+            visitor.result?;
+            line.push('\n');
+            writer.write_str(line)
+        })
     }
 }
 
 impl<'w> FormatFields<'w> for LineFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = FieldVisitor {
-            writer,
-            first: true,
-            result: Ok(()),
-        };
-        fields.record(&mut visitor);
-        visitor.result
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        with_scratch(|text| {
+            let mut visitor = FieldVisitor::new(text);
+            fields.record(&mut visitor);
+            visitor.result?;
+            writer.write_str(text)
+        })
     }
 }
 
-struct FieldVisitor<'w> {
-    writer: Writer<'w>,
+struct FieldVisitor<'a> {
+    out: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
 
-impl FieldVisitor<'_> {
+impl<'a> FieldVisitor<'a> {
+    fn new(out: &'a mut String) -> Self {
+        Self {
+            out,
+            first: true,
+            result: Ok(()),
+        }
+    }
+
     /// Starts a field: the separator, then `name=` unless it is the
     /// message, which stands bare.
-    fn start(&mut self, field: &Field) -> fmt::Result {
+    fn start(&mut self, field: &Field) -> &mut String {
         if !std::mem::take(&mut self.first) {
-            self.writer.write_char(' ')?;
+            self.out.push(' ');
         }
         let name = field.name();
         if name != "message" {
-            self.writer
-                .write_str(name.strip_prefix("r#").unwrap_or(name))?;
-            self.writer.write_char('=')?;
+            self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
+            self.out.push('=');
         }
-        Ok(())
-    }
-
-    fn record(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_ok() {
-            self.result = self.start(field).and_then(|()| value(&mut self.writer));
-        }
+        self.out
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.start(field)
+            .push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.start(field)
+            .push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.start(field)
+            .push_str(if value { "true" } else { "false" });
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        let out = self.start(field);
         if field.name() == "message" {
-            self.record(field, |w| w.write_str(value));
+            out.push_str(value);
         } else {
-            self.record(field, |w| write_quoted(w, value));
+            push_quoted(out, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record(field, |w| write!(w, "{value:?}"));
+        if self.result.is_ok() {
+            self.result = write!(self.start(field), "{value:?}");
+        }
     }
 }
 
@@ -141,17 +172,43 @@ impl Visit for FieldVisitor<'_> {
 /// paths) are printable ASCII with nothing to escape, and for those the
 /// quotes go around the text as it is: `Debug` would push every character
 /// through `fmt` one at a time, a few thousand instructions per log line.
-fn write_quoted(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
-    let plain = value
-        .bytes()
-        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\');
-    if plain {
-        writer.write_char('"')?;
-        writer.write_str(value)?;
-        writer.write_char('"')
+fn push_quoted(out: &mut String, value: &str) {
+    if is_plain(value.as_bytes()) {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
     } else {
-        write!(writer, "{value:?}")
+        // Writing to a `String` cannot fail.
+        let _ = write!(out, "{value:?}");
     }
+}
+
+/// Whether every byte is printable ASCII other than `"` and `\`: what
+/// `Debug` leaves as it is. Eight bytes at a time, with the usual
+/// has-zero-byte test on the word xor each refused byte and on the word
+/// less 0x20 (each is zero exactly when no byte matches).
+fn is_plain(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let refused = word
+            | zero(word ^ (ONES * u64::from(b'"')))
+            | zero(word ^ (ONES * u64::from(b'\\')))
+            | zero(word ^ (ONES * 0x7f))
+            | (word.wrapping_sub(ONES * 0x20) & !word);
+        if refused & HIGH != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
 }
 
 fn level_text(level: Level) -> &'static str {
@@ -170,7 +227,7 @@ thread_local! {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ ` in UTC.
-fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
+fn write_timestamp(out: &mut String, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (cached, mut text) = DATE.get();
@@ -179,7 +236,7 @@ fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         DATE.set((secs, text));
     }
     // Only ASCII digits and separators were written.
-    writer.write_str(std::str::from_utf8(&text).unwrap_or_default())?;
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
     let micros = since.subsec_micros();
     let mut fraction = *b".000000Z ";
     let mut rest = micros;
@@ -187,7 +244,7 @@ fn write_timestamp(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         *digit = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    writer.write_str(std::str::from_utf8(&fraction).unwrap_or_default())
+    out.push_str(std::str::from_utf8(&fraction).unwrap_or_default());
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix time, by the days-to-civil conversion
@@ -239,11 +296,35 @@ mod tests {
             "caf\u{e9} \u{1f600}",
             "zero\u{200b}width",
             "it's",
+            "0123456789abcdef\"",
+            "0123456789abcde\u{7f}",
+            "01234567\u{1f}89abcdefgh",
+            "abcdefgh~ijklmnop",
+            "01234567caf\u{e9}",
         ];
         for value in cases {
             let mut text = String::new();
-            write_quoted(&mut Writer::new(&mut text), value).unwrap();
+            push_quoted(&mut text, value);
             assert_eq!(text, format!("{value:?}"), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn plain_text_is_told_apart_at_every_position() {
+        let simple = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+        };
+        // Each byte value at each place of the words and of the tail.
+        for len in [1, 8, 17] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = b;
+                    assert_eq!(is_plain(&text), simple(&text), "{b:#x} at {at} of {len}");
+                }
+            }
         }
     }
 

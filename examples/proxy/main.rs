@@ -170,8 +170,8 @@ fn init_logs(json: bool) -> logs::FlushOnDrop {
 /// directive.
 #[derive(Debug)]
 enum LogFilter {
-    Targets(tracing_subscriber::filter::Targets),
-    Env(tracing_subscriber::EnvFilter),
+    Targets(Box<tracing_subscriber::filter::Targets>),
+    Env(Box<tracing_subscriber::EnvFilter>),
 }
 
 impl LogFilter {
@@ -188,10 +188,10 @@ impl LogFilter {
             && !directives.contains(['[', ']', '{', '}'])
             && !directives.contains(char::is_whitespace);
         match directives.parse() {
-            Ok(targets) if plain => Self::Targets(targets),
-            _ => {
-                Self::Env(EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")))
-            }
+            Ok(targets) if plain => Self::Targets(Box::new(targets)),
+            _ => Self::Env(Box::new(
+                EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info")),
+            )),
         }
     }
 
@@ -199,8 +199,8 @@ impl LogFilter {
         self,
     ) -> Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> {
         match self {
-            Self::Targets(targets) => Box::new(targets),
-            Self::Env(env) => Box::new(env),
+            Self::Targets(targets) => targets,
+            Self::Env(env) => env,
         }
     }
 }
