@@ -53,6 +53,55 @@ async fn the_proxy_serves_from_its_config_file_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// A client that keeps its connection open does not hold the stop up:
+/// the connection is told to close, and the proxy exits long before its
+/// 30 s grace period (or the 60 s idle timeout) would end it.
+#[tokio::test]
+async fn sigterm_closes_open_keep_alive_connections_at_once() {
+    let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();
+    let config = ConfigFile::new(&format!(
+        "listen = \"127.0.0.1:1\"\n[[keys]]\nkey = \"sk-relay-open\"\nname = \"ops\"\n{}",
+        account(
+            "claude-1",
+            "anthropic",
+            "api_key",
+            "sk-ant-1",
+            &mock.base_url()
+        )
+    ));
+    let mut running = Proxy::start(config.path(), &[]);
+    let stream = tokio::net::TcpStream::connect(&running.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let answer = sender
+        .send_request(running.messages("sk-relay-open", false))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    http_body_util::BodyExt::collect(answer.into_body())
+        .await
+        .unwrap();
+    assert!(!connection.is_finished(), "kept alive after the answer");
+
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status =
+        wait_with_timeout(&mut running.child, Duration::from_secs(10)).expect("the proxy exits");
+    assert!(status.success(), "exit status {status:?}");
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the proxy closed the connection")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_proxy_logs_one_usage_line_per_request() {
     let mock = tower_llm_relay::mock::MockUpstream::start().await.unwrap();

@@ -19,6 +19,7 @@ mod refuse;
 mod reload;
 mod server;
 mod status_page;
+mod stop;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower_llm_relay::config::Config;
 
@@ -21,6 +21,7 @@ use crate::front::Front;
 use crate::idle::{Activity, FirstBytes};
 use crate::refuse::Refusals;
 use crate::reload::{ConnectionRelay, LiveRelay};
+use crate::stop::{StopSender, Stopped};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_LIMIT: usize = 8192;
@@ -82,7 +83,7 @@ pub(crate) async fn serve(
     let connections = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Refusals::new();
     // Dropping the sender tells every connection to finish and close.
-    let (stopping, stop_rx) = watch::channel(());
+    let stopping = StopSender::new();
     let mut stop = std::pin::pin!(shutdown_signal());
 
     loop {
@@ -115,12 +116,12 @@ pub(crate) async fn serve(
             idle,
         );
         let builder = builder.clone();
-        let stop_rx = stop_rx.clone();
+        let stopped = stopping.subscribe();
         tokio::spawn(async move {
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let graceful_shutdown = auto::UpgradeableConnection::graceful_shutdown;
             if let Err(e) =
-                run_connection(connection, graceful_shutdown, &activity, idle, stop_rx).await
+                run_connection(connection, graceful_shutdown, &activity, idle, stopped).await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -150,7 +151,7 @@ async fn run_connection<C, E>(
     graceful_shutdown: fn(Pin<&mut C>),
     activity: &Activity,
     idle: Duration,
-    mut stop: watch::Receiver<()>,
+    mut stopped: Stopped,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
@@ -161,7 +162,7 @@ where
     loop {
         tokio::select! {
             result = connection.as_mut() => return result,
-            _ = stop.changed(), if !closing => {
+            () = &mut stopped, if !closing => {
                 closing = true;
                 graceful_shutdown(connection.as_mut());
             }
