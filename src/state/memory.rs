@@ -1,5 +1,6 @@
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     accounts: Mutex<HashMap<AccountId, Slots, AccountIdHash>>,
-    sticky: Mutex<ExpiringMap<(Arc<str>, Arc<str>)>>,
+    sticky: Mutex<ExpiringMap<StickyKey>>,
     responses: Mutex<ExpiringMap<Arc<str>>>,
     tokens: Mutex<HashMap<AccountId, RefreshedTokens, RandomState>>,
     // Refresh locks held: a number per grant and when it lapses.
@@ -126,6 +127,67 @@ impl Slots {
     }
 }
 
+/// A sticky binding's key: a client group and a session.
+#[derive(Debug)]
+struct StickyKey {
+    group: Box<str>,
+    session: Box<str>,
+}
+
+/// A group and a session, owned in a [`StickyKey`] or borrowed as a pair:
+/// bindings are looked up by the borrowed pair, without building a key.
+trait GroupSession {
+    fn pair(&self) -> (&str, &str);
+}
+
+impl GroupSession for StickyKey {
+    fn pair(&self) -> (&str, &str) {
+        (&self.group, &self.session)
+    }
+}
+
+impl GroupSession for (&str, &str) {
+    fn pair(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn GroupSession + 'a> for StickyKey {
+    fn borrow(&self) -> &(dyn GroupSession + 'a) {
+        self
+    }
+}
+
+// The owned key and the borrowed pair hash and compare alike, as `Borrow`
+// requires: both by their pair.
+impl Hash for dyn GroupSession + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pair().hash(state);
+    }
+}
+
+impl PartialEq for dyn GroupSession + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for dyn GroupSession + '_ {}
+
+impl Hash for StickyKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.pair().hash(state);
+    }
+}
+
+impl PartialEq for StickyKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.pair() == other.pair()
+    }
+}
+
+impl Eq for StickyKey {}
+
 /// A map whose entries expire, reclaimed as it grows.
 #[derive(Debug)]
 struct ExpiringMap<K> {
@@ -143,7 +205,11 @@ impl<K> Default for ExpiringMap<K> {
 }
 
 impl<K: Hash + Eq> ExpiringMap<K> {
-    fn get_refresh(&mut self, key: &K, now: Instant, ttl: Option<Duration>) -> Option<AccountId> {
+    fn get_refresh<Q>(&mut self, key: &Q, now: Instant, ttl: Option<Duration>) -> Option<AccountId>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let (account, expires) = self.entries.get_mut(key)?;
         if *expires <= now {
             self.entries.remove(key);
@@ -173,7 +239,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
-    Box::pin(std::future::ready(Ok(value)))
+    StoreFuture::ready(Ok(value))
 }
 
 impl MemoryStore {
@@ -226,8 +292,8 @@ impl StateStore for MemoryStore {
         session: &'a str,
         ttl: Duration,
     ) -> StoreFuture<'a, Option<AccountId>> {
-        let key = (Arc::from(group), Arc::from(session));
-        ready(lock(&self.inner.sticky).get_refresh(&key, Instant::now(), Some(ttl)))
+        let key: &dyn GroupSession = &(group, session);
+        ready(lock(&self.inner.sticky).get_refresh(key, Instant::now(), Some(ttl)))
     }
 
     fn sticky_set<'a>(
@@ -237,20 +303,31 @@ impl StateStore for MemoryStore {
         account: &'a AccountId,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        let key = (Arc::from(group), Arc::from(session));
-        lock(&self.inner.sticky).insert(key, account.clone(), Instant::now(), ttl);
+        let now = Instant::now();
+        let mut sticky = lock(&self.inner.sticky);
+        let pair: &dyn GroupSession = &(group, session);
+        if let Some((bound, expires)) = sticky.entries.get_mut(pair) {
+            // A rebinding keeps the key it has.
+            account.clone_into(bound);
+            *expires = super::later(now, ttl);
+        } else {
+            let key = StickyKey {
+                group: group.into(),
+                session: session.into(),
+            };
+            sticky.insert(key, account.clone(), now, ttl);
+        }
         ready(())
     }
 
     fn sticky_clear<'a>(&'a self, group: &'a str, session: &'a str) -> StoreFuture<'a, ()> {
-        let key = (Arc::from(group), Arc::from(session));
-        lock(&self.inner.sticky).entries.remove(&key);
+        let key: &dyn GroupSession = &(group, session);
+        lock(&self.inner.sticky).entries.remove(key);
         ready(())
     }
 
     fn response_get<'a>(&'a self, response_id: &'a str) -> StoreFuture<'a, Option<AccountId>> {
-        let key: Arc<str> = Arc::from(response_id);
-        ready(lock(&self.inner.responses).get_refresh(&key, Instant::now(), None))
+        ready(lock(&self.inner.responses).get_refresh(response_id, Instant::now(), None))
     }
 
     fn response_set<'a>(
@@ -475,6 +552,35 @@ mod tests {
         // Groups do not share bindings.
         store.sticky_set("g", "s", &id("a"), ttl).await.unwrap();
         assert_eq!(store.sticky_get("other", "s", ttl).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sticky_keys_keep_group_and_session_apart_and_rebind_in_place() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(10);
+        store.sticky_set("ab", "c", &id("a"), ttl).await.unwrap();
+        store.sticky_set("a", "bc", &id("b"), ttl).await.unwrap();
+        assert_eq!(
+            store.sticky_get("ab", "c", ttl).await.unwrap(),
+            Some(id("a"))
+        );
+        assert_eq!(
+            store.sticky_get("a", "bc", ttl).await.unwrap(),
+            Some(id("b"))
+        );
+        assert_eq!(store.sticky_get("abc", "", ttl).await.unwrap(), None);
+        // A rebinding replaces the account and the expiry, not the entry.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        store.sticky_set("ab", "c", &id("c"), ttl).await.unwrap();
+        assert_eq!(store.sticky_len(), 2);
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(
+            store.sticky_get("ab", "c", ttl).await.unwrap(),
+            Some(id("c"))
+        );
+        assert_eq!(store.sticky_get("a", "bc", ttl).await.unwrap(), None);
+        store.sticky_clear("ab", "c").await.unwrap();
+        assert_eq!(store.sticky_get("ab", "c", ttl).await.unwrap(), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -22,13 +22,84 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::account::AccountId;
 use crate::oauth::RefreshedTokens;
 
-/// A boxed future of a store operation.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+/// The future of a store operation: either the answer, already at hand,
+/// or the boxed work that will produce it.
+///
+/// A store answering from memory returns [`StoreFuture::ready`], which
+/// allocates nothing: selection makes a few store calls per request, and a
+/// box for each was a good part of its cost. A store that waits on I/O
+/// returns [`StoreFuture::new`].
+///
+/// # Examples
+///
+/// ```
+/// use tower_llm_relay::state::{StateError, StoreFuture};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let at_hand: StoreFuture<'_, u32> = StoreFuture::ready(Ok(7));
+/// assert_eq!(at_hand.await.unwrap(), 7);
+/// let later: StoreFuture<'_, u32> = StoreFuture::new(async {
+///     tokio::task::yield_now().await;
+///     Err(StateError::new("store unreachable"))
+/// });
+/// assert!(later.await.is_err());
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct StoreFuture<'a, T>(StoreFutureState<'a, T>);
+
+enum StoreFutureState<'a, T> {
+    /// The answer, until it is taken.
+    Ready(Option<Result<T, StateError>>),
+    Pending(Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// A future that resolves to `result` at its first poll.
+    pub fn ready(result: Result<T, StateError>) -> Self {
+        Self(StoreFutureState::Ready(Some(result)))
+    }
+
+    /// The (boxed) `future`.
+    pub fn new(future: impl Future<Output = Result<T, StateError>> + Send + 'a) -> Self {
+        Self(StoreFutureState::Pending(Box::pin(future)))
+    }
+}
+
+// The answer is moved out, never pinned; the work is pinned in its box.
+impl<T> Unpin for StoreFuture<'_, T> {}
+
+impl<T> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StateError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            StoreFutureState::Ready(result) => Poll::Ready(
+                result
+                    .take()
+                    .unwrap_or_else(|| Err(StateError::new("store future polled after it ended"))),
+            ),
+            StoreFutureState::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StoreFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            StoreFutureState::Ready(Some(_)) => "ready",
+            StoreFutureState::Ready(None) => "taken",
+            StoreFutureState::Pending(_) => "pending",
+        };
+        f.debug_tuple("StoreFuture").field(&state).finish()
+    }
+}
 
 /// A future that resolves when a slot may have been freed on an account.
 /// Spurious wake-ups are allowed: the waiter simply tries again.
@@ -336,7 +407,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         account: &'a AccountId,
     ) -> StoreFuture<'a, Option<RefreshedTokens>> {
         let _ = account;
-        Box::pin(std::future::ready(Ok(None)))
+        StoreFuture::ready(Ok(None))
     }
 
     /// Stores `account`'s refreshed OAuth tokens for every replica.
@@ -346,7 +417,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         tokens: &'a RefreshedTokens,
     ) -> StoreFuture<'a, ()> {
         let _ = (account, tokens);
-        Box::pin(std::future::ready(Ok(())))
+        StoreFuture::ready(Ok(()))
     }
 
     /// Takes `account`'s refresh lock for at most `ttl`, so one replica at
@@ -358,7 +429,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> StoreFuture<'a, Option<RefreshLock>> {
         let _ = (account, ttl);
-        Box::pin(std::future::ready(Ok(Some(RefreshLock::new(|| {})))))
+        StoreFuture::ready(Ok(Some(RefreshLock::new(|| {}))))
     }
 
     /// The cooldowns in force on single models of `account` (model, time
@@ -369,7 +440,7 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
         account: &'a AccountId,
     ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
         let _ = account;
-        Box::pin(std::future::ready(Ok(Vec::new())))
+        StoreFuture::ready(Ok(Vec::new()))
     }
 }
 
@@ -380,4 +451,24 @@ pub(crate) fn later(now: tokio::time::Instant, duration: Duration) -> tokio::tim
     const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
     now.checked_add(duration.min(FAR))
         .unwrap_or_else(|| now + Duration::from_secs(24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ready_store_future_answers_once_and_then_errs() {
+        let mut future = StoreFuture::ready(Ok(3_u8));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut future).poll(&mut cx),
+            Poll::Ready(Ok(3))
+        ));
+        assert!(matches!(
+            Pin::new(&mut future).poll(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+        assert_eq!(format!("{future:?}"), "StoreFuture(\"taken\")");
+    }
 }

@@ -716,7 +716,7 @@ impl StateStore for RedisStore {
         session: &'a str,
         ttl: Duration,
     ) -> StoreFuture<'a, Option<AccountId>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -747,7 +747,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -773,7 +773,7 @@ impl StateStore for RedisStore {
     }
 
     fn sticky_clear<'a>(&'a self, group: &'a str, session: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -793,7 +793,7 @@ impl StateStore for RedisStore {
     }
 
     fn response_get<'a>(&'a self, response_id: &'a str) -> StoreFuture<'a, Option<AccountId>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -821,7 +821,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -848,7 +848,7 @@ impl StateStore for RedisStore {
         accounts: &'a [&'a AccountId],
         model: Option<&'a str>,
     ) -> StoreFuture<'a, Vec<AccountLoad>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             if accounts.is_empty() {
                 return Ok(Vec::new());
             }
@@ -888,7 +888,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         limits: SlotLimits,
     ) -> StoreFuture<'a, Option<SlotGuard>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -935,7 +935,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         max_waiting: u32,
     ) -> StoreFuture<'a, Option<WaitTicket>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -991,7 +991,7 @@ impl StateStore for RedisStore {
         duration: Duration,
         reason: CooldownReason,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -1017,7 +1017,7 @@ impl StateStore for RedisStore {
     }
 
     fn clear_cooldown<'a>(&'a self, account: &'a AccountId) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             // The replica's own cooldowns (from a fail-open period) end too.
             inner.fallback.clear_cooldown(account).await?;
@@ -1041,7 +1041,7 @@ impl StateStore for RedisStore {
         &'a self,
         account: &'a AccountId,
     ) -> StoreFuture<'a, Vec<(String, Duration, CooldownReason)>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -1082,7 +1082,7 @@ impl StateStore for RedisStore {
         &'a self,
         account: &'a AccountId,
     ) -> StoreFuture<'a, Option<RefreshedTokens>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
@@ -1117,7 +1117,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         tokens: &'a RefreshedTokens,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             // Kept here too, so a fail-open period still knows them.
             inner.fallback.tokens_set(account, tokens).await?;
@@ -1155,7 +1155,7 @@ impl StateStore for RedisStore {
         account: &'a AccountId,
         ttl: Duration,
     ) -> StoreFuture<'a, Option<RefreshLock>> {
-        Box::pin(async move {
+        StoreFuture::new(async move {
             let inner = &self.inner;
             let failure = match inner.conn() {
                 Some(mut conn) => {
