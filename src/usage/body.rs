@@ -4,14 +4,14 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::extract::Extractor;
@@ -55,13 +55,17 @@ pub(super) struct Meta {
     pub(super) started: Instant,
 }
 
-/// The state a [`UsageHandle`] sees.
-#[derive(Debug, Clone)]
-enum Resolution {
-    Pending,
-    Reported(Arc<UsageReport>),
-    /// No report: the attempt was discarded, or its body dropped unread.
-    None,
+/// What a body and its [`UsageHandle`]s share: one allocation per
+/// response (a `watch` channel, a flag and the report's own `Arc` were
+/// three).
+#[derive(Debug, Default)]
+struct Shared {
+    discarded: AtomicBool,
+    /// Set once, when the body ends: `None` when the attempt was discarded
+    /// or its body dropped unread.
+    resolution: OnceLock<Option<UsageReport>>,
+    /// Wakes [`UsageHandle::report`] callers once `resolution` is set.
+    resolved: Notify,
 }
 
 /// Resolves to the [`UsageReport`] of one response (response extension).
@@ -104,8 +108,7 @@ enum Resolution {
 /// ```
 #[derive(Debug, Clone)]
 pub struct UsageHandle {
-    rx: watch::Receiver<Resolution>,
-    discarded: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     logged: bool,
 }
 
@@ -119,30 +122,28 @@ impl UsageHandle {
     /// Waits for the report; `None` when the response reports nothing (see
     /// the type's docs).
     pub async fn report(&self) -> Option<UsageReport> {
-        let mut rx = self.rx.clone();
-        let resolution = rx
-            .wait_for(|r| !matches!(r, Resolution::Pending))
-            .await
-            .map(|r| r.clone())
-            .unwrap_or(Resolution::None);
-        match resolution {
-            Resolution::Reported(report) => Some((*report).clone()),
-            Resolution::Pending | Resolution::None => None,
+        loop {
+            let resolved = self.shared.resolved.notified();
+            let mut resolved = std::pin::pin!(resolved);
+            // Registered before the check, so a resolution after it wakes
+            // this waiter.
+            resolved.as_mut().enable();
+            if let Some(resolution) = self.shared.resolution.get() {
+                return resolution.clone();
+            }
+            resolved.await;
         }
     }
 
     /// The report, if the body has already ended.
     pub fn get(&self) -> Option<UsageReport> {
-        match &*self.rx.borrow() {
-            Resolution::Reported(report) => Some((**report).clone()),
-            Resolution::Pending | Resolution::None => None,
-        }
+        self.shared.resolution.get().cloned().flatten()
     }
 
     /// Marks the response as a discarded attempt: when its body ends, no
     /// report is made and the handle resolves to `None`.
     pub fn discard(&self) {
-        self.discarded.store(true, Ordering::Relaxed);
+        self.shared.discarded.store(true, Ordering::Relaxed);
     }
 }
 
@@ -151,15 +152,14 @@ struct Tracker {
     meta: Meta,
     extractor: Extractor,
     sink: Arc<dyn UsageSink>,
-    tx: watch::Sender<Resolution>,
-    discarded: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     polled: bool,
 }
 
 impl Tracker {
     fn finish(self, end: BodyEnd) {
-        if !self.polled || self.discarded.load(Ordering::Relaxed) {
-            self.tx.send_replace(Resolution::None);
+        if !self.polled || self.shared.discarded.load(Ordering::Relaxed) {
+            self.shared.resolve(None);
             return;
         }
         let x = self.extractor;
@@ -180,7 +180,15 @@ impl Tracker {
             response_id: x.response_id,
         };
         self.sink.record(&report);
-        self.tx.send_replace(Resolution::Reported(Arc::new(report)));
+        self.shared.resolve(Some(report));
+    }
+}
+
+impl Shared {
+    fn resolve(&self, resolution: Option<UsageReport>) {
+        // A tracker finishes once: the guard takes it to do so.
+        let _ = self.resolution.set(resolution);
+        self.resolved.notify_waiters();
     }
 }
 
@@ -219,15 +227,13 @@ impl UsageBody {
         extractor: Extractor,
         sink: Arc<dyn UsageSink>,
     ) -> (Self, UsageHandle) {
-        let (tx, rx) = watch::channel(Resolution::Pending);
-        let discarded = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared::default());
         let logged = sink.logs_each_report();
         let tracker = Tracker {
             meta,
             extractor,
             sink,
-            tx,
-            discarded: discarded.clone(),
+            shared: shared.clone(),
             polled: false,
         };
         let body = Self {
@@ -235,11 +241,7 @@ impl UsageBody {
             framing,
             guard: Guard(Some(tracker)),
         };
-        let handle = UsageHandle {
-            rx,
-            discarded,
-            logged,
-        };
+        let handle = UsageHandle { shared, logged };
         (body, handle)
     }
 }

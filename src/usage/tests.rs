@@ -266,6 +266,38 @@ async fn a_body_dropped_unpolled_reports_nothing() {
     assert!(reports.try_recv().is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_that_came_before_the_end_get_the_report() {
+    let (response, _) = call(
+        UsageExtractLayer::new(),
+        request(Endpoint::Messages, r#"{"model":"m","messages":[]}"#),
+        "application/json",
+        frames(&[Bytes::from_static(
+            br#"{"model":"m","usage":{"input_tokens":4,"output_tokens":9}}"#,
+        )]),
+    )
+    .await;
+    let handle = handle(&response);
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.report().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(handle.get().is_none(), "nothing before the body is read");
+    response.into_body().collect().await.unwrap();
+    for waiter in waiters {
+        let report = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("every waiter is woken")
+            .unwrap()
+            .expect("a report");
+        assert_eq!(report.usage.output_tokens, 9);
+    }
+    assert_eq!(handle.get().map(|r| r.usage.input_tokens), Some(4));
+}
+
 #[tokio::test]
 async fn a_discarded_attempt_reports_nothing_even_when_read() {
     let (sink, mut reports) = ChannelSink::new(8);
