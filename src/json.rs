@@ -481,12 +481,32 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
 
 /// Replaces the top-level string value of `key` with `value`, returning the
 /// new document, or `None` when there is no such key.
+///
+/// The result is sized exactly: a `Vec` filled to its capacity becomes
+/// `Bytes` without another allocation.
 pub(crate) fn replace_top_level_string(json: &[u8], key: &str, value: &str) -> Option<Vec<u8>> {
     let span = top_level_value_span(json, key)?;
-    let encoded = serde_json::to_string(value).ok()?;
-    let mut out = Vec::with_capacity(json.len() + encoded.len());
+    // Model names need no escapes: those are quoted as they are, others
+    // encoded by serde.
+    let plain = value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    let encoded = if plain {
+        None
+    } else {
+        Some(serde_json::to_string(value).ok()?)
+    };
+    let value_len = encoded.as_ref().map_or(value.len() + 2, String::len);
+    let mut out = Vec::with_capacity(json.len() - span.len() + value_len);
     out.extend_from_slice(&json[..span.start]);
-    out.extend_from_slice(encoded.as_bytes());
+    match &encoded {
+        Some(encoded) => out.extend_from_slice(encoded.as_bytes()),
+        None => {
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+        }
+    }
     out.extend_from_slice(&json[span.end..]);
     Some(out)
 }
@@ -710,6 +730,20 @@ mod tests {
         let doc = br#"{"stream":true,"model":"a","messages":[]}"#;
         let out = replace_top_level_string(doc, "model", "b\"c").unwrap();
         assert_eq!(out, br#"{"stream":true,"model":"b\"c","messages":[]}"#);
+        // Plain names and names with escapes or non-ASCII, at their exact size.
+        for name in [
+            "claude-sonnet-4-5-20250929",
+            "tab\there",
+            "caf\u{e9}",
+            "x\u{7f}",
+            "",
+        ] {
+            let out = replace_top_level_string(doc, "model", name).unwrap();
+            assert_eq!(out.len(), out.capacity(), "{name:?}");
+            let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(value["model"], name, "{name:?}");
+            assert_eq!(value["messages"], serde_json::json!([]));
+        }
     }
 
     #[test]

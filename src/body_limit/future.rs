@@ -2,12 +2,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -39,7 +38,7 @@ pin_project! {
     {
         Collecting {
             #[pin]
-            collect: Collect<Limited<B>>,
+            collect: ReadWhole<Limited<B>>,
             parts: Option<Parts>,
             inner: Option<S>,
             limit: usize,
@@ -64,7 +63,7 @@ where
         let (parts, body) = req.into_parts();
         Self {
             state: State::Collecting {
-                collect: Limited::new(body, limit).collect(),
+                collect: ReadWhole::new(Limited::new(body, limit)),
                 parts: Some(parts),
                 inner: Some(inner),
                 limit,
@@ -106,7 +105,7 @@ where
                         )));
                     };
                     let body = match collected {
-                        Ok(collected) => collected.to_bytes(),
+                        Ok(body) => body,
                         Err(e) => {
                             let format = ApiFormat::of(&Request::from_parts(parts, ()));
                             let error = if e.is::<LengthLimitError>() {
@@ -130,5 +129,108 @@ where
                 }
             }
         }
+    }
+}
+
+pin_project! {
+    /// Reads a body whole, trailers dropped: a body of one data frame (a
+    /// small request, read with its head) is that frame as it came; more
+    /// are joined. `http_body_util`'s `Collect` queues every frame in a
+    /// `VecDeque` first, one more allocation per request.
+    struct ReadWhole<B> {
+        #[pin]
+        body: B,
+        first: Option<Bytes>,
+        joined: Option<BytesMut>,
+    }
+}
+
+impl<B> ReadWhole<B> {
+    fn new(body: B) -> Self {
+        Self {
+            body,
+            first: None,
+            joined: None,
+        }
+    }
+}
+
+impl<B: Body> Future for ReadWhole<B> {
+    type Output = Result<Bytes, B::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
+                let whole = match (this.joined.take(), this.first.take()) {
+                    (Some(joined), _) => joined.freeze(),
+                    (None, Some(first)) => first,
+                    (None, None) => Bytes::new(),
+                };
+                return Poll::Ready(Ok(whole));
+            };
+            let Ok(mut data) = frame?.into_data() else {
+                continue;
+            };
+            if !data.has_remaining() {
+                continue;
+            }
+            // No copy when the data is `Bytes` (as hyper's are).
+            let data = data.copy_to_bytes(data.remaining());
+            if let Some(joined) = this.joined.as_mut() {
+                joined.extend_from_slice(&data);
+            } else if let Some(first) = this.first.take() {
+                let mut joined = BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                *this.joined = Some(joined);
+            } else {
+                *this.first = Some(data);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    use http_body::Frame;
+
+    use super::*;
+
+    /// Gives its frames one per poll.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    async fn read(frames: Vec<Frame<Bytes>>) -> Bytes {
+        let Ok(whole) = ReadWhole::new(Frames(frames.into())).await;
+        whole
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_kept_as_it_came_and_more_are_joined() {
+        let only = Bytes::from_static(b"{\"model\":\"m\"}");
+        let read_only = read(vec![Frame::data(only.clone())]).await;
+        assert_eq!(read_only, only);
+        assert_eq!(read_only.as_ptr(), only.as_ptr(), "not copied");
+
+        let parts = ["{\"mo", "", "del\":", "\"m\"}"];
+        let mut frames: Vec<_> = parts.iter().map(|p| Frame::data(Bytes::from(*p))).collect();
+        frames.insert(2, Frame::trailers(http::HeaderMap::new()));
+        assert_eq!(read(frames).await, parts.concat());
+        assert_eq!(read(Vec::new()).await, Bytes::new());
     }
 }

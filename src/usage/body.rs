@@ -37,9 +37,51 @@ pub(super) enum Framing {
     Spliced(Splicer),
     /// A JSON document: the frames are kept (shared, not copied) to be
     /// parsed at the end.
-    Document { frames: Vec<Bytes>, len: usize },
+    Document(Frames),
     /// Nothing to read (an error status, another content type).
     Opaque,
+}
+
+/// The frames of a JSON answer. Most come in one frame, kept without a
+/// `Vec` (whose first push would allocate).
+#[derive(Debug, Default)]
+pub(super) struct Frames {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+    len: usize,
+}
+
+impl Frames {
+    fn push(&mut self, data: &Bytes) {
+        self.len = self.len.saturating_add(data.len());
+        if self.len > MAX_DOCUMENT {
+            // Too large to read: forwarded without being kept.
+            self.first = None;
+            self.rest.clear();
+        } else if self.first.is_none() {
+            // A reference, not a copy.
+            self.first = Some(data.clone());
+        } else {
+            self.rest.push(data.clone());
+        }
+    }
+
+    /// The whole document, unless it grew past the limit.
+    fn whole(&mut self) -> Option<Bytes> {
+        if self.len > MAX_DOCUMENT {
+            return None;
+        }
+        let first = self.first.take().unwrap_or_default();
+        if self.rest.is_empty() {
+            return Some(first);
+        }
+        let mut whole = BytesMut::with_capacity(self.len);
+        whole.extend_from_slice(&first);
+        self.rest
+            .drain(..)
+            .for_each(|f| whole.extend_from_slice(&f));
+        Some(whole.freeze())
+    }
 }
 
 /// What the report says besides what the body shows.
@@ -260,15 +302,7 @@ fn observe(framing: &mut Framing, tracker: &mut Tracker, data: &Bytes) {
         Framing::Events(scanner) => scanner.feed(data, |event| {
             tracker.extractor.on_event(event);
         }),
-        Framing::Document { frames, len } => {
-            *len = len.saturating_add(data.len());
-            if *len <= MAX_DOCUMENT {
-                // A reference, not a copy.
-                frames.push(data.clone());
-            } else {
-                frames.clear();
-            }
-        }
+        Framing::Document(frames) => frames.push(data),
         Framing::Spliced(_) | Framing::Opaque => {}
     }
 }
@@ -279,17 +313,12 @@ fn observe_end(framing: &mut Framing, tracker: &mut Tracker) {
         Framing::Events(scanner) => scanner.finish(|event| {
             tracker.extractor.on_event(event);
         }),
-        Framing::Document { frames, len } if *len <= MAX_DOCUMENT => {
-            if let [one] = frames.as_slice() {
-                tracker.extractor.on_document(one);
-            } else {
-                let mut whole = BytesMut::with_capacity(*len);
-                frames.iter().for_each(|f| whole.extend_from_slice(f));
+        Framing::Document(frames) => {
+            if let Some(whole) = frames.whole() {
                 tracker.extractor.on_document(&whole);
             }
-            frames.clear();
         }
-        Framing::Document { .. } | Framing::Spliced(_) | Framing::Opaque => {}
+        Framing::Spliced(_) | Framing::Opaque => {}
     }
 }
 
@@ -370,5 +399,33 @@ impl Body for UsageBody {
             Framing::Spliced(_) => SizeHint::default(),
             _ => self.inner.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod frames_tests {
+    use super::*;
+
+    #[test]
+    fn one_frame_is_the_document_more_are_joined_and_too_much_is_dropped() {
+        let one = Bytes::from_static(br#"{"usage":{}}"#);
+        let mut frames = Frames::default();
+        frames.push(&one);
+        let whole = frames.whole().unwrap();
+        assert_eq!(whole.as_ptr(), one.as_ptr(), "not copied");
+
+        let mut frames = Frames::default();
+        for part in [&b"{\"us"[..], b"age\":", b"{}}"] {
+            frames.push(&Bytes::copy_from_slice(part));
+        }
+        assert_eq!(frames.whole().unwrap(), &br#"{"usage":{}}"#[..]);
+
+        // Half the limit and a byte, twice: past it, nothing is kept.
+        let half = Bytes::from(vec![b' '; MAX_DOCUMENT / 2 + 1]);
+        let mut frames = Frames::default();
+        frames.push(&half);
+        frames.push(&half);
+        assert!(frames.first.is_none() && frames.rest.is_empty());
+        assert!(frames.whole().is_none());
     }
 }

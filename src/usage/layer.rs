@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::{Framing, Meta, UsageBody};
+use super::body::{Frames, Framing, Meta, UsageBody};
 use super::extract::{Api, Extractor};
 use super::sink::{TracingSink, UsageSink};
 use crate::account::SelectedAccount;
@@ -273,10 +273,7 @@ impl ResponseHook<RelayBody> for Attach {
         } else if events {
             Framing::Events(SseScanner::new())
         } else if json {
-            Framing::Document {
-                frames: Vec::new(),
-                len: 0,
-            }
+            Framing::Document(Frames::default())
         } else {
             Framing::Opaque
         };
