@@ -93,6 +93,7 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::ServiceExt;
@@ -241,7 +242,8 @@ where
             pinned: None,
             same_account_retries: 0,
         };
-        let run: ResponseFuture = Box::pin(run.run(req));
+        let (parts, body) = req.into_parts();
+        let run: ResponseFuture = Box::pin(run.run(parts, body));
         if stream && !keepalive.is_zero() {
             return Box::pin(keepalive::with_keepalive(run, keepalive, format));
         }
@@ -268,6 +270,40 @@ enum Examined {
         outcome: String,
         failure: Failure,
     },
+}
+
+pin_project! {
+    /// What an attempt came to: an answer still to examine, or a failure
+    /// already known. A future of its own, so awaiting it moves it whole.
+    #[project = SettleProj]
+    enum Settle<F> {
+        Examining {
+            #[pin]
+            examine: F,
+        },
+        Settled {
+            examined: Option<Examined>,
+        },
+    }
+}
+
+impl<F: Future<Output = Examined>> Future for Settle<F> {
+    type Output = Examined;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Examined> {
+        match self.project() {
+            SettleProj::Examining { examine } => examine.poll(cx),
+            SettleProj::Settled { examined } => Poll::Ready(examined.take().unwrap_or_else(
+                // Polled again after it ended: nothing more to say.
+                || Examined::Failed {
+                    account: AccountId::from("-"),
+                    action: Action::Return,
+                    outcome: "settled twice".to_owned(),
+                    failure: Failure::Overloaded,
+                },
+            )),
+        }
+    }
 }
 
 /// The metrics of every served answer, by route, status and account.
@@ -303,133 +339,164 @@ impl<S> Run<S>
 where
     S: Service<Request<Bytes>, Response = Response<RelayBody>, Error = RelayError>,
 {
-    async fn run(mut self, req: Request<Bytes>) -> Result<Response<RelayBody>, RelayError> {
-        // The three settings it reads, not a clone of the whole config:
-        // that would sit in this future for the request's life.
-        let config = self.scheduler.config();
-        let (max_switches, failover_on_400) =
-            (config.max_account_switches as usize, config.failover_on_400);
-        let deadline = crate::state::later(Instant::now(), config.request_deadline);
-        let (parts, body) = req.into_parts();
-        // A clone shares the parsed fields: the model name is borrowed from it.
-        let parsed = parts.extensions.get::<ParsedRequest>().cloned();
-        let model = parsed.as_ref().map_or("", ParsedRequest::model);
-        self.budget.deposit();
-        loop {
-            if !self.attempts.is_empty() {
-                let switches = self
-                    .attempts
-                    .iter()
-                    .filter(|a| a.action == AttemptAction::FailedOver)
-                    .count();
-                if switches > max_switches {
-                    return Err(self.exhausted("too many account switches", None));
-                }
-                if !self.budget.withdraw() {
-                    return Err(self.exhausted("retry budget spent", Some(Duration::from_secs(1))));
-                }
-            }
-            let mut attempt = Request::from_parts(parts.clone(), body.clone());
-            // Selection reads no entry as nothing excluded: the first
-            // attempt spares the clone and the room in the extensions.
-            if !self.excluded.0.is_empty() {
-                attempt.extensions_mut().insert(self.excluded.clone());
-            }
-            if let Some(account) = &self.pinned {
-                attempt
-                    .extensions_mut()
-                    .insert(PinnedAccount(account.clone()));
-            }
-            let started = Instant::now();
-            let inner = &mut self.inner;
-            let called = async move { inner.ready().await?.call(attempt).await };
-            let Ok(result) = tokio::time::timeout_at(deadline, called).await else {
-                self.last_failure = Some(Failure::Transport(UpstreamErrorKind::Timeout));
-                return Err(self.exhausted("request deadline reached", None));
-            };
-            let examined = match result {
-                Ok(response) => self.examine(response, started, failover_on_400).await,
-                Err(RelayError::Upstream(e)) => {
-                    let kind = e.kind();
-                    Examined::Failed {
-                        account: e.account().clone(),
-                        action: classify(
-                            Outcome::Transport(kind),
-                            AccountType::ApiKey,
-                            self.policy(false),
-                        ),
-                        outcome: kind.code().to_owned(),
-                        failure: Failure::Transport(kind),
+    /// The request's way through its attempts, from its head and body.
+    ///
+    /// A function returning an `async` block, not an `async fn`: an
+    /// `async fn` keeps its arguments twice in its future (as arguments
+    /// and as the locals they are moved to), and this future is allocated
+    /// and written for every request.
+    fn run(
+        mut self,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> impl Future<Output = Result<Response<RelayBody>, RelayError>> {
+        async move {
+            // The three settings it reads, not a clone of the whole config:
+            // that would sit in this future for the request's life.
+            let config = self.scheduler.config();
+            let (max_switches, failover_on_400) =
+                (config.max_account_switches as usize, config.failover_on_400);
+            let deadline = crate::state::later(Instant::now(), config.request_deadline);
+            // A clone shares the parsed fields: the model name is borrowed from it.
+            let parsed = parts.extensions.get::<ParsedRequest>().cloned();
+            let model = parsed.as_ref().map_or("", ParsedRequest::model);
+            self.budget.deposit();
+            loop {
+                if !self.attempts.is_empty() {
+                    let switches = self
+                        .attempts
+                        .iter()
+                        .filter(|a| a.action == AttemptAction::FailedOver)
+                        .count();
+                    if switches > max_switches {
+                        return Err(self.exhausted("too many account switches", None));
+                    }
+                    if !self.budget.withdraw() {
+                        return Err(
+                            self.exhausted("retry budget spent", Some(Duration::from_secs(1)))
+                        );
                     }
                 }
-                Err(
-                    e @ (RelayError::NoAccount { .. }
-                    | RelayError::CoolingDown { .. }
-                    | RelayError::Overloaded { .. }),
-                ) if !self.attempts.is_empty() => {
-                    let retry_after = e.retry_after();
-                    self.note_skipped(&parts.extensions).await;
-                    return Err(self.exhausted("no other account could take it", retry_after));
-                }
-                Err(e) => return Err(e),
-            };
-            let (account, action, outcome) = match examined {
-                Examined::Commit(response) => return Ok(response),
-                Examined::Failed {
-                    account,
-                    action,
-                    outcome,
-                    failure,
-                } => {
-                    self.last_failure = Some(failure);
-                    (account, action, outcome)
-                }
-            };
-            let duration = started.elapsed();
-            match action {
-                Action::RetrySameAccount { after } => {
-                    self.attempts.push(Attempt {
-                        account: account.clone(),
-                        outcome,
-                        action: AttemptAction::Retried,
-                        duration,
-                    });
-                    self.same_account_retries += 1;
-                    self.pinned = Some(account);
-                    // Jitter, so retries of many requests do not line up.
-                    tokio::time::sleep(after.mul_f64(0.5 + rand::random::<f64>())).await;
-                }
-                // `examine` commits returned answers itself.
-                Action::Return | Action::Failover { .. } => {
-                    let cooldown = match action {
-                        Action::Failover { cooldown } => cooldown,
-                        _ => Cooldown {
-                            reason: CooldownReason::UpstreamError,
-                            hinted: None,
-                            per_model: false,
-                        },
+                // In a block of its own, so the attempt's room in this future
+                // is not kept past its move into `called`.
+                let called = {
+                    let mut attempt = Request::from_parts(parts.clone(), body.clone());
+                    // Selection reads no entry as nothing excluded: the first
+                    // attempt spares the clone and the room in the extensions.
+                    if !self.excluded.0.is_empty() {
+                        attempt.extensions_mut().insert(self.excluded.clone());
+                    }
+                    if let Some(account) = &self.pinned {
+                        attempt
+                            .extensions_mut()
+                            .insert(PinnedAccount(account.clone()));
+                    }
+                    let inner = &mut self.inner;
+                    async move { inner.ready().await?.call(attempt).await }
+                };
+                let started = Instant::now();
+                // The attempt's outcome is settled in a block, so what it
+                // came with is out of this future before `examine` runs.
+                let examining = {
+                    let Ok(result) = tokio::time::timeout_at(deadline, called).await else {
+                        self.last_failure = Some(Failure::Transport(UpstreamErrorKind::Timeout));
+                        return Err(self.exhausted("request deadline reached", None));
                     };
-                    self.attempts.push(Attempt {
-                        account: account.clone(),
+                    match result {
+                        Ok(response) => {
+                            let (parts, body) = response.into_parts();
+                            Settle::Examining {
+                                examine: self.examine(parts, body, started, failover_on_400),
+                            }
+                        }
+                        Err(RelayError::Upstream(e)) => {
+                            let kind = e.kind();
+                            Settle::Settled {
+                                examined: Some(Examined::Failed {
+                                    account: e.account().clone(),
+                                    action: classify(
+                                        Outcome::Transport(kind),
+                                        AccountType::ApiKey,
+                                        self.policy(false),
+                                    ),
+                                    outcome: kind.code().to_owned(),
+                                    failure: Failure::Transport(kind),
+                                }),
+                            }
+                        }
+                        Err(
+                            e @ (RelayError::NoAccount { .. }
+                            | RelayError::CoolingDown { .. }
+                            | RelayError::Overloaded { .. }),
+                        ) if !self.attempts.is_empty() => {
+                            let retry_after = e.retry_after();
+                            self.note_skipped(&parts.extensions).await;
+                            return Err(
+                                self.exhausted("no other account could take it", retry_after)
+                            );
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                let examined = examining.await;
+                let (account, action, outcome) = match examined {
+                    Examined::Commit(response) => return Ok(response),
+                    Examined::Failed {
+                        account,
+                        action,
                         outcome,
-                        action: AttemptAction::FailedOver,
-                        duration,
-                    });
-                    self.scheduler
-                        .report_failure(
-                            &account,
-                            cooldown.per_model.then_some(model),
-                            cooldown.reason,
-                            cooldown.hinted,
-                        )
-                        .await;
-                    self.scheduler.record_switch();
-                    metrics::counter!("relay_account_switches_total", "account" => account.shared())
+                        failure,
+                    } => {
+                        self.last_failure = Some(failure);
+                        (account, action, outcome)
+                    }
+                };
+                let duration = started.elapsed();
+                match action {
+                    Action::RetrySameAccount { after } => {
+                        self.attempts.push(Attempt {
+                            account: account.clone(),
+                            outcome,
+                            action: AttemptAction::Retried,
+                            duration,
+                        });
+                        self.same_account_retries += 1;
+                        self.pinned = Some(account);
+                        // Jitter, so retries of many requests do not line up.
+                        tokio::time::sleep(after.mul_f64(0.5 + rand::random::<f64>())).await;
+                    }
+                    // `examine` commits returned answers itself.
+                    Action::Return | Action::Failover { .. } => {
+                        let cooldown = match action {
+                            Action::Failover { cooldown } => cooldown,
+                            _ => Cooldown {
+                                reason: CooldownReason::UpstreamError,
+                                hinted: None,
+                                per_model: false,
+                            },
+                        };
+                        self.attempts.push(Attempt {
+                            account: account.clone(),
+                            outcome,
+                            action: AttemptAction::FailedOver,
+                            duration,
+                        });
+                        self.scheduler
+                            .report_failure(
+                                &account,
+                                cooldown.per_model.then_some(model),
+                                cooldown.reason,
+                                cooldown.hinted,
+                            )
+                            .await;
+                        self.scheduler.record_switch();
+                        metrics::counter!("relay_account_switches_total", "account" => account.shared())
                         .increment(1);
-                    tracing::info!(%account, reason = cooldown.reason.as_str(), "failing over");
-                    self.excluded.0.insert(account);
-                    self.pinned = None;
-                    self.same_account_retries = 0;
+                        tracing::info!(%account, reason = cooldown.reason.as_str(), "failing over");
+                        self.excluded.0.insert(account);
+                        self.pinned = None;
+                        self.same_account_retries = 0;
+                    }
                 }
             }
         }
@@ -444,102 +511,115 @@ where
     }
 
     /// Classifies an answer; streams are peeked up to their first event.
-    async fn examine(
+    ///
+    /// A function returning an `async` block, for the reason `run` is one.
+    fn examine(
         &mut self,
-        response: Response<RelayBody>,
+        parts: http::response::Parts,
+        body: RelayBody,
         started: Instant,
         failover_on_400: bool,
-    ) -> Examined {
-        let account = response
-            .extensions()
-            .get::<ServedBy>()
-            .map_or_else(|| AccountId::from("-"), |s| s.0.clone());
-        let status = response.status();
-        let (parts, body) = response.into_parts();
-        // A failed attempt is not the request's answer: its usage report
-        // (if a usage layer below made one) must not count.
-        let discard = || {
-            if let Some(usage) = parts.extensions.get::<UsageHandle>() {
-                usage.discard();
-            }
-        };
-        if status.is_success() {
-            let is_stream = parts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if !is_stream {
-                self.scheduler.report_success(&account, None).await;
-                return Examined::Commit(self.commit(parts, None, body, account, started, false));
-            }
-            return match peek_first_event(body).await {
-                Ok(Peeked::Content { prefix, rest }) => {
-                    self.scheduler.report_success(&account, None).await;
-                    Examined::Commit(self.commit(parts, Some(prefix), rest, account, started, true))
-                }
-                Ok(Peeked::Error(kind)) => {
-                    discard();
-                    let failure = if kind.contains("rate_limit") {
-                        Failure::Status(StatusCode::TOO_MANY_REQUESTS, None)
-                    } else {
-                        Failure::Overloaded
-                    };
-                    let action = classify(
-                        Outcome::StreamError { kind: &kind },
-                        AccountType::ApiKey,
-                        self.policy(failover_on_400),
-                    );
-                    Examined::Failed {
-                        account,
-                        action,
-                        outcome: format!("stream error: {kind}"),
-                        failure,
-                    }
-                }
-                Err(_) => {
-                    discard();
-                    Examined::Failed {
-                        account,
-                        action: classify(
-                            Outcome::Transport(UpstreamErrorKind::Io),
-                            AccountType::ApiKey,
-                            self.policy(false),
-                        ),
-                        outcome: "stream failed before its first event".to_owned(),
-                        failure: Failure::Transport(UpstreamErrorKind::Io),
-                    }
+    ) -> impl Future<Output = Examined> + '_ {
+        async move {
+            let account = parts
+                .extensions
+                .get::<ServedBy>()
+                .map_or_else(|| AccountId::from("-"), |s| s.0.clone());
+            let status = parts.status;
+            // A failed attempt is not the request's answer: its usage report
+            // (if a usage layer below made one) must not count.
+            let discard = || {
+                if let Some(usage) = parts.extensions.get::<UsageHandle>() {
+                    usage.discard();
                 }
             };
-        }
-        // An error answer spent no tokens; reading it here must not report
-        // it as the request's usage, whether it goes back or not.
-        discard();
-        // Boxed: this path is rare, and its state would otherwise take room
-        // in every request's future.
-        let bytes = Box::pin(read_bounded(body)).await;
-        let message = error_message(&bytes);
-        let kind = self
-            .scheduler
-            .pool()
-            .get(&account)
-            .map_or(AccountType::ApiKey, |a| a.account_type());
-        let outcome = Outcome::Status {
-            status,
-            message: &message,
-            headers: &parts.headers,
-        };
-        match classify(outcome, kind, self.policy(failover_on_400)) {
-            Action::Return => {
-                let body = RelayBody::full(bytes);
-                Examined::Commit(self.commit(parts, None, body, account, started, false))
+            if status.is_success() {
+                let is_stream = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/event-stream"));
+                if !is_stream {
+                    self.scheduler.report_success(&account, None).await;
+                    return Examined::Commit(
+                        self.commit(parts, None, body, account, started, false),
+                    );
+                }
+                return match peek_first_event(body).await {
+                    Ok(Peeked::Content { prefix, rest }) => {
+                        self.scheduler.report_success(&account, None).await;
+                        Examined::Commit(self.commit(
+                            parts,
+                            Some(prefix),
+                            rest,
+                            account,
+                            started,
+                            true,
+                        ))
+                    }
+                    Ok(Peeked::Error(kind)) => {
+                        discard();
+                        let failure = if kind.contains("rate_limit") {
+                            Failure::Status(StatusCode::TOO_MANY_REQUESTS, None)
+                        } else {
+                            Failure::Overloaded
+                        };
+                        let action = classify(
+                            Outcome::StreamError { kind: &kind },
+                            AccountType::ApiKey,
+                            self.policy(failover_on_400),
+                        );
+                        Examined::Failed {
+                            account,
+                            action,
+                            outcome: format!("stream error: {kind}"),
+                            failure,
+                        }
+                    }
+                    Err(_) => {
+                        discard();
+                        Examined::Failed {
+                            account,
+                            action: classify(
+                                Outcome::Transport(UpstreamErrorKind::Io),
+                                AccountType::ApiKey,
+                                self.policy(false),
+                            ),
+                            outcome: "stream failed before its first event".to_owned(),
+                            failure: Failure::Transport(UpstreamErrorKind::Io),
+                        }
+                    }
+                };
             }
-            action => Examined::Failed {
-                failure: Failure::Status(status, reset_hint(&parts.headers, true)),
-                account,
-                action,
-                outcome: status.as_u16().to_string(),
-            },
+            // An error answer spent no tokens; reading it here must not report
+            // it as the request's usage, whether it goes back or not.
+            discard();
+            // Boxed: this path is rare, and its state would otherwise take room
+            // in every request's future.
+            let bytes = Box::pin(read_bounded(body)).await;
+            let message = error_message(&bytes);
+            let kind = self
+                .scheduler
+                .pool()
+                .get(&account)
+                .map_or(AccountType::ApiKey, |a| a.account_type());
+            let outcome = Outcome::Status {
+                status,
+                message: &message,
+                headers: &parts.headers,
+            };
+            match classify(outcome, kind, self.policy(failover_on_400)) {
+                Action::Return => {
+                    let body = RelayBody::full(bytes);
+                    Examined::Commit(self.commit(parts, None, body, account, started, false))
+                }
+                action => Examined::Failed {
+                    failure: Failure::Status(status, reset_hint(&parts.headers, true)),
+                    account,
+                    action,
+                    outcome: status.as_u16().to_string(),
+                },
+            }
         }
     }
 
