@@ -345,6 +345,10 @@ where
     /// `async fn` keeps its arguments twice in its future (as arguments
     /// and as the locals they are moved to), and this future is allocated
     /// and written for every request.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its future"
+    )]
     fn run(
         mut self,
         parts: http::request::Parts,
@@ -513,6 +517,10 @@ where
     /// Classifies an answer; streams are peeked up to their first event.
     ///
     /// A function returning an `async` block, for the reason `run` is one.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in its future"
+    )]
     fn examine(
         &mut self,
         parts: http::response::Parts,
