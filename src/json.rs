@@ -479,6 +479,27 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// `value` as a JSON string, quotes included, in a `Vec` of exactly its
+/// length (which becomes `Bytes` without another allocation). Names
+/// without escapes (model names) are quoted as they are; others are
+/// encoded by serde.
+pub(crate) fn quoted(value: &str) -> Vec<u8> {
+    let plain = value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    if !plain {
+        // Encoding a `str` cannot fail.
+        let mut encoded = serde_json::to_vec(value).unwrap_or_default();
+        encoded.shrink_to_fit();
+        return encoded;
+    }
+    let mut out = Vec::with_capacity(value.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+    out
+}
+
 /// Replaces the top-level string value of `key` with `value`, returning the
 /// new document, or `None` when there is no such key.
 ///
@@ -486,27 +507,10 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
 /// `Bytes` without another allocation.
 pub(crate) fn replace_top_level_string(json: &[u8], key: &str, value: &str) -> Option<Vec<u8>> {
     let span = top_level_value_span(json, key)?;
-    // Model names need no escapes: those are quoted as they are, others
-    // encoded by serde.
-    let plain = value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-    let encoded = if plain {
-        None
-    } else {
-        Some(serde_json::to_string(value).ok()?)
-    };
-    let value_len = encoded.as_ref().map_or(value.len() + 2, String::len);
-    let mut out = Vec::with_capacity(json.len() - span.len() + value_len);
+    let value = quoted(value);
+    let mut out = Vec::with_capacity(json.len() - span.len() + value.len());
     out.extend_from_slice(&json[..span.start]);
-    match &encoded {
-        Some(encoded) => out.extend_from_slice(encoded.as_bytes()),
-        None => {
-            out.push(b'"');
-            out.extend_from_slice(value.as_bytes());
-            out.push(b'"');
-        }
-    }
+    out.extend_from_slice(&value);
     out.extend_from_slice(&json[span.end..]);
     Some(out)
 }

@@ -6,7 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, RelayBody};
-use crate::json::find_model_value;
+use crate::json::{find_model_value, quoted};
 use crate::sse::splice::{Edit, Splicer};
 use crate::sse::{event_type, Event, SseScanner};
 
@@ -60,14 +60,6 @@ struct Document {
 impl MapModelBody {
     /// Rewrites `"model": from` to `"model": to` (both plain names).
     pub(super) fn new(inner: RelayBody, from: &str, to: &str, framing: Framing) -> Self {
-        // Sized for a name without escapes: a `Vec` filled to capacity
-        // becomes `Bytes` without another allocation.
-        let encode = |s: &str| {
-            let mut quoted = Vec::with_capacity(s.len() + 2);
-            // Writing a `str` into a `Vec` cannot fail.
-            let _ = serde_json::to_writer(&mut quoted, s);
-            Bytes::from(quoted)
-        };
         let mode = match framing {
             Framing::Events { once } => Mode::Events {
                 splicer: Splicer::new(SseScanner::new()),
@@ -83,8 +75,8 @@ impl MapModelBody {
         };
         Self {
             inner,
-            from: encode(from),
-            to: encode(to),
+            from: Bytes::from(quoted(from)),
+            to: Bytes::from(quoted(to)),
             mode,
         }
     }
