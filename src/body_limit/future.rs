@@ -193,44 +193,27 @@ impl<B: Body> Future for ReadWhole<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::convert::Infallible;
-
-    use http_body::Frame;
+    use http_body_util::BodyExt;
 
     use super::*;
 
-    /// Gives its frames one per poll.
-    struct Frames(VecDeque<Frame<Bytes>>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
-    async fn read(frames: Vec<Frame<Bytes>>) -> Bytes {
-        let Ok(whole) = ReadWhole::new(Frames(frames.into())).await;
-        whole
+    /// `parts` as data frames, then empty trailers.
+    async fn read(parts: &[Bytes]) -> Bytes {
+        let body = RelayBody::from_frames(parts.iter().cloned().map(Ok))
+            .with_trailers(async { Some(Ok(http::HeaderMap::new())) });
+        ReadWhole::new(body).await.unwrap()
     }
 
     #[tokio::test]
     async fn one_frame_is_kept_as_it_came_and_more_are_joined() {
         let only = Bytes::from_static(b"{\"model\":\"m\"}");
-        let read_only = read(vec![Frame::data(only.clone())]).await;
+        let read_only = read(std::slice::from_ref(&only)).await;
         assert_eq!(read_only, only);
         assert_eq!(read_only.as_ptr(), only.as_ptr(), "not copied");
 
         let parts = ["{\"mo", "", "del\":", "\"m\"}"];
-        let mut frames: Vec<_> = parts.iter().map(|p| Frame::data(Bytes::from(*p))).collect();
-        frames.insert(2, Frame::trailers(http::HeaderMap::new()));
-        assert_eq!(read(frames).await, parts.concat());
-        assert_eq!(read(Vec::new()).await, Bytes::new());
+        let frames: Vec<_> = parts.iter().map(|p| Bytes::from(*p)).collect();
+        assert_eq!(read(&frames).await, parts.concat());
+        assert_eq!(read(&[]).await, Bytes::new());
     }
 }
