@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use memchr::memmem;
+use crate::needle::Needle;
 
 /// The byte range of the value of `key` in the top-level object of `json`.
 /// `json` must be valid JSON (the caller parsed it already).
@@ -523,10 +523,10 @@ pub(crate) fn replace_top_level_string(json: &[u8], key: &str, value: &str) -> O
 /// a JSON string the quotes would be escaped. Upstream answers put the
 /// top-level `model` before any content, so the first match is the one.
 pub(crate) fn find_model_value(json: &[u8], from: &[u8]) -> Option<Range<usize>> {
-    let finder = memmem::Finder::new(b"\"model\"");
+    static MODEL_KEY: Needle = Needle::new(b"\"model\"");
     let mut offset = 0;
-    while let Some(at) = finder.find(&json[offset..]) {
-        let after_key = offset + at + 7;
+    while let Some(at) = MODEL_KEY.find(&json[offset..]) {
+        let after_key = offset + at + MODEL_KEY.len();
         let colon = after_key + skip_ws(&json[after_key..]);
         if json.get(colon) == Some(&b':') {
             let start = colon + 1 + skip_ws(&json[colon + 1..]);

@@ -71,6 +71,7 @@ mod glob;
 mod hex;
 mod json;
 mod metric_handles;
+mod needle;
 mod principal;
 
 pub mod auth;

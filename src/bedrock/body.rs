@@ -14,10 +14,12 @@ use serde_json::{json, Value};
 
 use super::eventstream::{Decoder, Message};
 use crate::body::{BoxError, RelayBody};
+use crate::needle::Needle;
 
 /// The key Bedrock adds to the last event (and some answers) with its own
 /// metrics; not part of Anthropic's API.
 const INVOCATION_METRICS: &str = "amazon-bedrock-invocationMetrics";
+static INVOCATION_METRICS_KEY: Needle = Needle::new(INVOCATION_METRICS.as_bytes());
 /// The largest JSON answer rewritten; past it the answer fails rather than
 /// the relay buffering without limit.
 const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
@@ -236,7 +238,7 @@ fn translate(message: &Message, model: &str) -> Result<Translated, BoxError> {
     // JSON may break lines between its tokens, a `data:` line may not:
     // such an event is written again on one line (Bedrock's never need it).
     let rewrite = kind == "message_start"
-        || memchr::memmem::find(&event, INVOCATION_METRICS.as_bytes()).is_some()
+        || INVOCATION_METRICS_KEY.is_in(&event)
         || memchr::memchr2(b'\n', b'\r', &event).is_some();
     if !rewrite {
         // The common case, every delta: the event's JSON as Bedrock sent it.

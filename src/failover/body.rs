@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, RelayBody};
 use crate::endpoint::ApiFormat;
+use crate::needle::Needle;
 
 /// The most bytes read while looking for a stream's first event.
 const MAX_PEEK: usize = 64 * 1024;
@@ -69,8 +70,10 @@ pub(super) async fn peek_first_event(mut body: RelayBody) -> Result<Peeked, BoxE
 
 /// The first event boundary in `bytes`: (end of the event, boundary length).
 fn boundary(bytes: &[u8]) -> Option<(usize, usize)> {
-    let lf = memchr::memmem::find(bytes, b"\n\n").map(|at| (at, 2));
-    let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| (at, 4));
+    static LF: Needle = Needle::new(b"\n\n");
+    static CRLF: Needle = Needle::new(b"\r\n\r\n");
+    let lf = LF.find(bytes).map(|at| (at, LF.len()));
+    let crlf = CRLF.find(bytes).map(|at| (at, CRLF.len()));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -99,8 +102,9 @@ fn error_kind(block: &[u8]) -> Option<String> {
     // Neither an `error` name nor an `error` key can be spelled without
     // the word, except through a `\u` escape: most first events (a
     // `message_start`) are cleared without parsing their JSON.
-    let mentions = |needle: &[u8]| memchr::memmem::find(block, needle).is_some();
-    if !mentions(b"error") && !mentions(b"\\u") {
+    static ERROR: Needle = Needle::new(b"error");
+    static ESCAPE: Needle = Needle::new(b"\\u");
+    if !ERROR.is_in(block) && !ESCAPE.is_in(block) {
         return None;
     }
     error_kind_parsed(block)

@@ -15,6 +15,8 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::needle::Needle;
+
 /// A JSON string, borrowed from the body when it has no escapes.
 #[derive(Debug)]
 pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
@@ -203,8 +205,9 @@ impl<'a> Conversation<'a> {
             return Ok(Self::default());
         };
         let text = raw.as_bytes();
-        let marks_possible = memchr::memmem::find(text, b"cache_control").is_some()
-            || memchr::memmem::find(text, b"\\u").is_some();
+        static CACHE_CONTROL: Needle = Needle::new(b"cache_control");
+        static ESCAPE: Needle = Needle::new(b"\\u");
+        let marks_possible = CACHE_CONTROL.is_in(text) || ESCAPE.is_in(text);
         if !marks_possible {
             // Only the first message counts, and the request parser
             // already checked the whole array: read that one message and

@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use memchr::memmem;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 use super::types::Usage;
 use crate::endpoint::Endpoint;
 use crate::json;
+use crate::needle::Needle;
 use crate::sse::{event_type, Event};
 
 /// Which API's answers are read.
@@ -231,8 +231,9 @@ impl OpenAiUsage {
 /// Whether `data` has a `"usage"` member whose value is not `null` (OpenAI
 /// sends `"usage":null` in every chunk once usage is asked for).
 fn has_usage(data: &[u8]) -> bool {
-    memmem::find_iter(data, b"\"usage\"").any(|at| {
-        let rest = &data[at + 7..];
+    static USAGE_KEY: Needle = Needle::new(b"\"usage\"");
+    USAGE_KEY.find_iter(data).any(|at| {
+        let rest = &data[at + USAGE_KEY.len()..];
         let rest = trim_start(rest);
         let Some(rest) = rest.strip_prefix(b":") else {
             return false;
