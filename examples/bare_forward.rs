@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 // The proxy's allocator, so the two differ only in the layers.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Command line of the forwarder.
 #[derive(Debug, Parser)]
