@@ -40,6 +40,15 @@ relay_keys_and_accounts() { # upstream port
     done
 }
 
+# The start of a wrk script sending body_json's request with the client key;
+# each script adds its own headers and callbacks.
+wrk_request() { # stream: true|false
+    printf 'wrk.method = "POST"\nwrk.body = [[%s]]\n' "$(body_json "$1")"
+    printf 'wrk.headers["content-type"] = "application/json"\n'
+    printf 'wrk.headers["anthropic-version"] = "2023-06-01"\n'
+    printf 'wrk.headers["x-api-key"] = "%s"\n' "$CLIENT_KEY"
+}
+
 # A realistic small Messages request (~1.6 KB): a system prompt and a few turns.
 body_json() { # stream: true|false
     local turn="Explain how the relay chooses an account and what happens when it fails over."

@@ -80,11 +80,7 @@ script() { # mode count
     local stream=false
     [[ $1 == stream ]] && stream=true
     cat <<EOF
-wrk.method = "POST"
-wrk.body = [[$(body_json $stream)]]
-wrk.headers["content-type"] = "application/json"
-wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = "$CLIENT_KEY"
+$(wrk_request $stream)
 local n = 0
 response = function(status, headers, body)
     if status ~= 200 then io.write("status " .. status .. "\n") end

@@ -169,11 +169,7 @@ for mode in nonstream stream; do
     stream=false
     [[ $mode == stream ]] && stream=true
     cat >"$TMP/$mode.lua" <<EOF
-wrk.method = "POST"
-wrk.body = [[$(body_json $stream)]]
-wrk.headers["content-type"] = "application/json"
-wrk.headers["anthropic-version"] = "2023-06-01"
-wrk.headers["x-api-key"] = "$CLIENT_KEY"
+$(wrk_request $stream)
 done = function(summary, latency, requests)
     local e = summary.errors
     io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
