@@ -9,6 +9,10 @@ use std::sync::OnceLock;
 
 use memchr::memmem::{FindIter, Finder};
 
+/// A JSON `\u` escape, which can spell any key or word: a search for a
+/// plain name finds every spelling only where this is absent.
+pub(crate) static UNICODE_ESCAPE: Needle = Needle::new(b"\\u");
+
 /// A needle for a `static`: its `memmem` searcher is built on first use.
 pub(crate) struct Needle {
     bytes: &'static [u8],

@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use crate::body::{BoxError, RelayBody};
 use crate::endpoint::ApiFormat;
-use crate::needle::Needle;
+use crate::needle::{Needle, UNICODE_ESCAPE};
 
 /// The most bytes read while looking for a stream's first event.
 const MAX_PEEK: usize = 64 * 1024;
@@ -103,8 +103,7 @@ fn error_kind(block: &[u8]) -> Option<String> {
     // the word, except through a `\u` escape: most first events (a
     // `message_start`) are cleared without parsing their JSON.
     static ERROR: Needle = Needle::new(b"error");
-    static ESCAPE: Needle = Needle::new(b"\\u");
-    if !ERROR.is_in(block) && !ESCAPE.is_in(block) {
+    if !ERROR.is_in(block) && !UNICODE_ESCAPE.is_in(block) {
         return None;
     }
     error_kind_parsed(block)

@@ -15,7 +15,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::needle::Needle;
+use crate::needle::{Needle, UNICODE_ESCAPE};
 
 /// A JSON string, borrowed from the body when it has no escapes.
 #[derive(Debug)]
@@ -206,8 +206,7 @@ impl<'a> Conversation<'a> {
         };
         let text = raw.as_bytes();
         static CACHE_CONTROL: Needle = Needle::new(b"cache_control");
-        static ESCAPE: Needle = Needle::new(b"\\u");
-        let marks_possible = CACHE_CONTROL.is_in(text) || ESCAPE.is_in(text);
+        let marks_possible = CACHE_CONTROL.is_in(text) || UNICODE_ESCAPE.is_in(text);
         if !marks_possible {
             // Only the first message counts, and the request parser
             // already checked the whole array: read that one message and
